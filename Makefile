@@ -1,0 +1,25 @@
+# Two entry points a fresh machine needs: `make quickstart` (the main job) and `make test`.
+# Both create .venv on first use; torch is pinned through constraints.txt (CPU wheel here).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= runs/quickstart
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+.PHONY: install quickstart test test-fast
+install: $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/mixlab data build configs/data/mix_433.yaml --out $(OUT)/data
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"

@@ -1,0 +1,43 @@
+"""Shared CLI pieces: consoles, the ``--set`` option, and progress bars."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+SetOption = typer.Option(
+    None,
+    "--set",
+    help="Override a config value, e.g. --set train.lr=1e-5 (repeatable; values parsed as YAML).",
+)
+
+
+@contextmanager
+def progress(*extra_columns) -> Iterator[Progress]:
+    """A rich progress bar with count, elapsed time and ETA (plus any extra columns)."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *extra_columns,
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    ) as p:
+        yield p

@@ -1,0 +1,7 @@
+"""`mixlab data` commands (being written)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    return None

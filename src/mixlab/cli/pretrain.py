@@ -1,0 +1,7 @@
+"""`mixlab pretrain` commands (being written; registers nothing yet)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    return None

@@ -1,0 +1,169 @@
+"""Config loading shared by every stage: YAML -> overrides -> pydantic validation.
+
+Each stage defines its own pydantic model (``DataConfig``, ``PretrainConfig``, ...) next to the
+code that uses it, subclassing :class:`StrictModel`; this module only knows how to read, override,
+validate and hash them. Validation errors name the file, the line, the field and a fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mixlab.errors import ConfigError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base for config models: unknown keys are errors (a typo must never be ignored silently)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+
+def _line_map(node: yaml.Node | None, prefix: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map each key path in a composed YAML document to its 1-based line."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = prefix + (key_node.value,)
+            out[path] = key_node.start_mark.line + 1
+            _line_map(value_node, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[prefix + (i,)] = item.start_mark.line + 1
+            _line_map(item, prefix + (i,), out)
+    return out
+
+
+def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[tuple, int]]:
+    """Read a YAML mapping and its key -> line map. Syntax errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+        lines = _line_map(yaml.compose(text))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the config must be a mapping of fields, got {type(data).__name__}")
+    return data, lines
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``--set a.b.c=value`` overrides; values are parsed as YAML (``1e-5``, ``[a, b]``, ``true``)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example --set train.lr=1e-5")
+        key, raw = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: {p!r} is not a section (it holds {nxt!r})")
+            node = nxt
+        node[parts[-1]] = value
+    return data
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _known_fields(model: type[BaseModel], loc: Sequence) -> list[str]:
+    """Field names valid at ``loc``'s parent, for 'did you mean' hints."""
+    cls: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or cls is None:
+            continue
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        cls = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return list(getattr(cls, "model_fields", {}) or [])
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str, lines: dict[tuple, int]) -> str:
+    msgs = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal[")) ))
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        line = None
+        for k in range(len(loc), 0, -1):
+            if loc[:k] in lines:
+                line = lines[loc[:k]]
+                break
+        where = f"{source}:{line}" if line else source
+        msg = e["msg"]
+        fix = ""
+        if e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _known_fields(model, loc), n=1)
+            fix = f" Did you mean {close[0]!r}?" if close else " Remove it or check the spelling."
+            msg = "unknown field"
+        elif e["type"] == "missing":
+            fix = f" Add `{loc[-1]}:` to the config."
+        elif "input" in e and e["type"] != "missing":
+            fix = f" (got {e['input']!r})"
+        msgs.append(f"{where}: field `{field}`: {msg}.{fix}")
+    return "invalid config:\n  " + "\n  ".join(msgs)
+
+
+def validate(model: type[T], data: dict[str, Any], source: str = "<config>", lines: dict[tuple, int] | None = None) -> T:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, model, source, lines or {})) from None
+
+
+def load_config(path: str | Path, model: type[T], overrides: Iterable[str] = ()) -> T:
+    """Read ``path``, apply ``--set`` overrides, validate against ``model``; errors name file:line and field."""
+    data, lines = read_yaml(path)
+    data = apply_overrides(data, overrides)
+    return validate(model, data, str(path), lines)
+
+
+# ---------------------------------------------------------------- hashing and dumping
+
+
+def config_dict(cfg: BaseModel) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")
+
+
+def config_hash(cfg: BaseModel | dict[str, Any], length: int = 12) -> str:
+    """Stable hash of a resolved config (canonical JSON), used to name and resume run directories."""
+    data = config_dict(cfg) if isinstance(cfg, BaseModel) else cfg
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+
+
+def dump_yaml(cfg: BaseModel | dict[str, Any]) -> str:
+    data = config_dict(cfg) if isinstance(cfg, BaseModel) else cfg
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

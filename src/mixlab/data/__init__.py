@@ -1,0 +1,1 @@
+"""The data stage: sources -> records -> split -> mix -> manifest."""

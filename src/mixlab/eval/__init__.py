@@ -1,0 +1,1 @@
+"""The evaluation engine: tasks as data, batched scoring, metrics, sandboxed code, judging."""

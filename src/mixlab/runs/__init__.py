@@ -1,0 +1,1 @@
+"""Run directories, the results store, and sweeps."""
