@@ -122,7 +122,7 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
                 line = lines[loc[:k]]
                 break
         where = f"{source}:{line}" if line else source
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         fix = ""
         if e["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(loc[-1]), _known_fields(model, loc), n=1)

@@ -1,0 +1,101 @@
+"""Split, balance and ratio mixing: exact counts on synthetic records."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from mixlab.data import mix
+from mixlab.data.records import Record, make_id
+from mixlab.data.split import split_records, unit_hash
+from mixlab.errors import ConfigError
+
+
+def rec(ds: str, i: int, q: str | None = None, domain: str = "d") -> Record:
+    return Record(make_id(ds, i), ds, domain, q if q is not None else f"{ds} question number {i}", str(i), "numeric",
+                  metadata={"original_id": str(i), "source": "mem"})
+
+
+def test_unit_hash_is_stable_and_uniform():
+    assert unit_hash(0, "gsm8k", "1") == unit_hash(0, "gsm8k", "1")
+    assert unit_hash(0, "gsm8k", "1") != unit_hash(1, "gsm8k", "1")
+    us = [unit_hash(3, "x", i) for i in range(60000)]
+    assert abs(sum(u < 1 / 6 for u in us) / len(us) - 1 / 6) < 0.01
+
+
+def test_split_fraction_and_stability_when_data_grows():
+    small = [rec("a", i) for i in range(3000)]
+    big = small + [rec("a", i) for i in range(3000, 9000)]
+    s1 = split_records(small, 1 / 6, seed=7)
+    s2 = split_records(big, 1 / 6, seed=7)
+    assert abs(len(s1.test) / 3000 - 1 / 6) < 0.03
+    test1 = {r.id for r in s1.test}
+    test2 = {r.id for r in s2.test}
+    assert test1 == {r.id for r in small if r.id in test2}  # no old record moved
+    assert split_records(small, 1 / 6, seed=8).test != s1.test  # the seed matters
+
+
+def test_duplicates_never_straddle_the_split():
+    records = []
+    for i in range(2000):
+        records.append(rec("a", i, q=f"Shared question {i % 300}?"))
+        records.append(rec("b", i, q=f"  shared QUESTION {i % 300} "))  # same after normalization
+    s = split_records(records, 1 / 6, seed=0)
+    from mixlab.data.normalize import normalize_text
+
+    train_q = {normalize_text(r.question) for r in s.train}
+    test_q = {normalize_text(r.question) for r in s.test}
+    assert train_q and test_q and not train_q & test_q
+    assert s.groups_merged == 4000 - 300
+
+
+def test_largest_remainder_sums_exactly():
+    c = mix.largest_remainder({"a": 0.4, "b": 0.3, "c": 0.3}, 1001)
+    assert sum(c.values()) == 1001 and c == {"a": 401, "b": 300, "c": 300}
+
+
+def test_take_downsamples_without_and_upsamples_with_unique_ids():
+    pool = [rec("a", i) for i in range(10)]
+    down = mix.take(pool, 4, mix.rng_for(0, "t"))
+    assert len(down) == 4 and len({r.id for r in down}) == 4
+    up = mix.take(pool, 25, mix.rng_for(0, "t"))
+    assert len(up) == 25 and len({r.id for r in up}) == 25
+    base = Counter(r.id.split("#")[0] for r in up)
+    assert sorted(base.values()) == [2] * 5 + [3] * 5  # every record twice, five of them three times
+
+
+def test_balance_downsample_and_upsample():
+    pools = {"a": [rec("a", i) for i in range(100)], "b": [rec("b", i) for i in range(30)]}
+    down = mix.balance_domain(pools, {"a": 1, "b": 1}, "downsample", 0, "d")
+    assert {k: len(v) for k, v in down.items()} == {"a": 30, "b": 30}
+    up = mix.balance_domain(pools, {"a": 1, "b": 1}, "upsample", 0, "d")
+    assert {k: len(v) for k, v in up.items()} == {"a": 100, "b": 100}
+    skew = mix.balance_domain(pools, {"a": 3, "b": 1}, "downsample", 0, "d")
+    assert {k: len(v) for k, v in skew.items()} == {"a": 90, "b": 30}
+
+
+def test_plan_exact_is_largest_mix_meeting_ratios():
+    sizes = {"math": {"g": 500, "m": 500}, "qa": {"h": 900}, "code": {"c": 300}}
+    plans = mix.plan_mixture(sizes, {"math": 4, "qa": 3, "code": 3}, "exact")
+    # N = min(1000/.4, 900/.3, 300/.3) = 1000
+    assert {d: p.target for d, p in plans.items()} == {"math": 400, "qa": 300, "code": 300}
+    assert plans["math"].per_dataset == {"g": 200, "m": 200}
+
+
+def test_plan_total_upsamples_and_sample_ratio():
+    sizes = {"x": {"a": 10}, "y": {"b": 1000}}
+    plans = mix.plan_mixture(sizes, {"x": 1, "y": 1}, "total", total=200, sample_ratio=0.5)
+    assert {d: p.target for d, p in plans.items()} == {"x": 50, "y": 50}
+
+
+@pytest.mark.parametrize("weights", [{"a": -1, "b": 2}, {"a": 0, "b": 0}])
+def test_bad_weights(weights):
+    with pytest.raises(ConfigError):
+        mix.normalize_weights(weights, "domains")
+
+
+def test_replay_count():
+    assert mix.replay_count(800, 0.2) == 200
+    with pytest.raises(ConfigError):
+        mix.replay_count(800, 1.0)
