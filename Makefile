@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= runs/quickstart
+# Real data sets: the shared folder beside the checkout unless the caller points elsewhere.
+export MIXLAB_DATA_DIR ?= $(abspath ../shared/data)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)

@@ -69,6 +69,20 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[tuple, int]]:
 # ---------------------------------------------------------------- overrides
 
 
+def _parse_value(raw: str) -> Any:
+    """YAML scalar parsing, plus floats like ``1e-5`` that YAML 1.1 leaves as strings."""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``--set a.b.c=value`` overrides; values are parsed as YAML (``1e-5``, ``[a, b]``, ``true``)."""
     for item in overrides:
@@ -78,10 +92,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
             raise ConfigError(f"--set {item!r}: empty key")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
+        value = _parse_value(raw)
         node = data
         for p in parts[:-1]:
             nxt = node.get(p)
