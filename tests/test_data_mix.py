@@ -99,3 +99,52 @@ def test_replay_count():
     assert mix.replay_count(800, 0.2) == 200
     with pytest.raises(ConfigError):
         mix.replay_count(800, 1.0)
+
+
+def test_near_duplicates_sharing_a_13gram_stay_together_and_groups_are_unbiased():
+    stem = "write a python function to check whether the given number is"
+    s2 = split_records([rec("m", i, q=f"item {i} {stem[:20]}") for i in range(6000)], 1 / 6, seed=1, ngram=13)
+    assert s2.groups_merged == 0
+    groups = [[rec("g", 10 * k + j, q=f"shared long question text number {k} with many words here to reach thirteen {j}")
+               for j in range(10)] for k in range(3000)]
+    s3 = split_records([r for g in groups for r in g], 1 / 6, seed=2, ngram=13)
+    assert s3.groups_merged == 30000 - 3000
+    # groups of 10 land in test with probability 1/6, not 1 - (5/6)^10
+    assert abs(len(s3.test) / 30000 - 1 / 6) < 0.02
+    test_ids = {r.id for r in s3.test}
+    for g in groups[:200]:
+        assert len({r.id in test_ids for r in g}) == 1
+
+
+def test_fast_normalization_matches_the_regular_expression_definition():
+    import random
+    import string
+    import unicodedata
+
+    from mixlab.data.normalize import _NON_WORD, _SPACE, normalize_text
+
+    def reference(t: str) -> str:
+        t = unicodedata.normalize("NFKC", t).lower()
+        return _SPACE.sub(" ", _NON_WORD.sub(" ", t)).strip()
+
+    rng = random.Random(0)
+    alphabet = string.printable + "éß—’ﬁ"
+    for _ in range(5000):
+        t = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        assert normalize_text(t) == reference(t), repr(t)
+
+
+def test_gram_hasher_finds_exactly_the_shared_ngrams():
+    import numpy as np
+
+    from mixlab.data.normalize import GramHasher
+
+    texts = ["a b c d e", "x a b c y", "c d e f", "a b"]
+    h, owner = GramHasher(3).hashes(texts)
+    assert owner.tolist() == [0, 0, 0, 1, 1, 1, 2, 2]  # windows never cross texts; "a b" has none
+    grams = {}
+    for hv, o in zip(h.tolist(), owner.tolist()):
+        grams.setdefault(hv, set()).add(o)
+    shared = sorted(sorted(v) for v in grams.values() if len(v) > 1)
+    assert shared == [[0, 1], [0, 2]]  # "a b c" and "c d e"
+    assert len(np.unique(h)) == 6

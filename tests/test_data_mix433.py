@@ -42,6 +42,15 @@ def test_zero_train_test_overlap(built):
     test = read_records(out / "mixed" / "test.jsonl")
     assert not {r.id for r in train} & {r.id for r in test}
     assert not {normalize_text(r.question) for r in train} & {normalize_text(r.question) for r in test}
+    # near-duplicates are grouped too: no train question shares a 13-gram with a test question
+    def grams(recs):
+        out = set()
+        for r in recs:
+            ws = normalize_text(r.question).split()
+            out.update(tuple(ws[i : i + 13]) for i in range(len(ws) - 12))
+        return out
+
+    assert not grams(train) & grams(test)
     info = read_info(out)
     assert info["contamination"]["train_test_overlap"] == 0
     assert sum(info["counts"]["test"].values()) == len(test)

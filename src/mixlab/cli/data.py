@@ -90,7 +90,7 @@ def _print_info(build_dir: Path) -> None:
         console.print(f"replay: {rep['dataset']} {rep['count']} records, realized {rep['realized_fraction']:.3f} (requested {rep['requested_fraction']})")
     c = info["contamination"]
     console.print(f"train total {counts['train_total']} (unique {counts['unique_train']}), test total {counts['test_total']}; "
-                  f"train/test overlap {c['train_test_overlap']}; seed {info['seed']}; config {info['config_hash']}")
+                  f"train/test overlap {c['train_test_overlap']} (n-gram {c['train_test_ngram_overlap']}); seed {info['seed']}; config {info['config_hash']}")
     for o in c["overlaps"]:
         if o["ngram"]:
             console.print(f"  [yellow]overlap[/] {o['reference']}: exact {o['exact']}, normalized {o['normalized']}, {c['ngram']}-gram {o['ngram']}")

@@ -80,6 +80,7 @@ class SplitConfig(StrictModel):
     mode: Literal["hash", "official"] = Field("hash", description="`hash`: split by a hash of (dataset, id, seed); `official`: the published split.")
     train: float = Field(5, gt=0, description="Train share of train:test (default 5:1).")
     test: float = Field(1, gt=0, description="Test share of train:test.")
+    group_ngram: int = Field(13, ge=0, description="Questions sharing a word n-gram of this length are kept on one side (0: exact duplicates only).")
 
     @property
     def test_fraction(self) -> float:
@@ -190,7 +191,7 @@ def build_mixture(cfg: DataConfig, progress: Any = None) -> BuildResult:
             step(f"load {ds}")
             all_records.extend(_load(cfg, ds, ref, dom))
     step("split")
-    split = split_records(all_records, cfg.split.test_fraction, seed, cfg.split.mode)
+    split = split_records(all_records, cfg.split.test_fraction, seed, cfg.split.mode, cfg.split.group_ngram)
     test: dict[str, list[Record]] = {ds: [] for ds in owner}
     for r in split.test:
         test[r.dataset].append(r)
@@ -237,7 +238,7 @@ def build_mixture(cfg: DataConfig, progress: Any = None) -> BuildResult:
     if cfg.replay is not None and cfg.replay.fraction > 0:
         step(f"replay {cfg.replay.dataset}")
         rep_all = _load(cfg, cfg.replay.dataset, cfg.replay, None)
-        rep_train = split_records(rep_all, cfg.split.test_fraction, seed, cfg.split.mode).train
+        rep_train = split_records(rep_all, cfg.split.test_fraction, seed, cfg.split.mode, cfg.split.group_ngram).train
         n_rep = mix.replay_count(n_target, cfg.replay.fraction)
         rep = mix.take(rep_train, n_rep, mix.rng_for(seed, "replay", cfg.replay.dataset))
         train.extend(replace(r, metadata={**r.metadata, "replay": True}) for r in rep)
@@ -283,14 +284,17 @@ def _info(cfg, train, test, pools, plans, merged, report, dropped, replay_info) 
             "unique_train": len({r.id.split("#", 1)[0] for r in train}),
         },
         "plan": {d: {"target": p.target, "per_dataset": p.per_dataset} for d, p in sorted(plans.items())},
-        "split": {"mode": cfg.split.mode, "test_fraction": cfg.split.test_fraction, "duplicate_records_grouped": merged},
+        "split": {"mode": cfg.split.mode, "test_fraction": cfg.split.test_fraction, "group_ngram": cfg.split.group_ngram, "records_grouped": merged},
         "replay": replay_info,
         "contamination": {
             "ngram": cfg.contamination.ngram,
             "action": cfg.contamination.action,
             "dropped_before_mixing": dropped,
             "overlaps": [o.to_dict() for o in report],
-            "train_test_overlap": sum(o.ngram for o in report if o.reference.startswith("test/")),
+            # leaks: identical questions (after normalization) on both sides of the split
+            "train_test_overlap": sum(o.normalized for o in report if o.reference.startswith("test/")),
+            # n-gram matches also count shared boilerplate (e.g. Asymptote code in MATH solutions)
+            "train_test_ngram_overlap": sum(o.ngram for o in report if o.reference.startswith("test/")),
         },
         "config": config_dict(cfg),
     }

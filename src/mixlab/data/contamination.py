@@ -1,17 +1,23 @@
 """Overlap between a training mixture and test / benchmark items.
 
 Three levels, as decontamination studies report them: *exact* (identical question text),
-*normalized* (identical after :func:`normalize_text`), and *n-gram* (the training text shares at
-least one word n-gram, 13 by default as in GPT-3's decontamination, with the reference question).
+*normalized* (identical after :func:`normalize_text`), and *n-gram* (the training text — question and
+worked solution — shares at least one word n-gram, 13 by default as in GPT-3's decontamination, with
+the reference question). Counts are cumulative: ``exact <= normalized <= ngram``, each training
+record counted once per reference at its strongest level.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from mixlab.data.normalize import normalize_text
+import numpy as np
+
+from mixlab.data.normalize import GramHasher, normalize_text
 from mixlab.data.records import Record
+
+_CHUNK = 20_000  # training records hashed at a time: bounds memory on million-record mixtures
 
 
 @dataclass
@@ -23,10 +29,6 @@ class Overlap:
     ngram: int = 0
     examples: list[dict[str, str]] = field(default_factory=list)
 
-    @property
-    def any(self) -> int:
-        return max(self.exact, self.normalized, self.ngram)
-
     def to_dict(self) -> dict:
         return {
             "reference": self.reference, "n_reference": self.n_reference, "exact": self.exact,
@@ -34,40 +36,29 @@ class Overlap:
         }
 
 
-def _ngrams(tokens: Sequence[str], n: int) -> Iterable[str]:
-    return (" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-
-
 class ReferenceIndex:
     """Exact, normalized and n-gram index over one set of reference (test or benchmark) questions."""
 
-    def __init__(self, name: str, records: Sequence[Record], n: int = 13):
+    def __init__(self, name: str, records: Sequence[Record], hasher: GramHasher):
         self.name = name
-        self.n = n
         self.size = len(records)
         self.exact: dict[str, str] = {}
         self.norm: dict[str, str] = {}
-        self.grams: dict[str, str] = {}
+        norms = []
         for r in records:
             self.exact.setdefault(r.question, r.id)
-            norm = normalize_text(r.question)
-            self.norm.setdefault(norm, r.id)
-            for g in _ngrams(norm.split(), n):
-                self.grams.setdefault(g, r.id)
+            norms.append(normalize_text(r.question))
+            self.norm.setdefault(norms[-1], r.id)
+        h, owner = hasher.hashes(norms)
+        self.grams, first = np.unique(h, return_index=True)
+        self.gram_ids = [records[i].id for i in owner[first]]
 
-    def match(self, record: Record) -> tuple[str, str] | None:
-        """The strongest overlap of one training record: ``(level, reference id)`` or None."""
-        if record.question in self.exact:
-            return "exact", self.exact[record.question]
-        norm_q = normalize_text(record.question)
-        if norm_q in self.norm:
-            return "normalized", self.norm[norm_q]
-        if self.grams:
-            text = norm_q if not record.solution else norm_q + " " + normalize_text(record.solution)
-            for g in _ngrams(text.split(), self.n):
-                if g in self.grams:
-                    return "ngram", self.grams[g]
-        return None
+    def gram_hits(self, h: np.ndarray) -> np.ndarray:
+        """For each hash in ``h``: the index of the matching reference gram, or -1."""
+        pos = np.searchsorted(self.grams, h)
+        pos[pos == len(self.grams)] = 0
+        found = self.grams[pos] == h if len(self.grams) else np.zeros(len(h), bool)
+        return np.where(found, pos, -1)
 
 
 def check(train: Sequence[Record], references: Mapping[str, Sequence[Record]], n: int = 13,
@@ -75,23 +66,43 @@ def check(train: Sequence[Record], references: Mapping[str, Sequence[Record]], n
     """Compare every training record with every reference set.
 
     Returns one :class:`Overlap` per reference and the ids of training records that overlap any.
-    A record counts at its strongest level only (exact implies normalized implies n-gram).
     """
+    hasher = GramHasher(n)
+    indexes = [ReferenceIndex(name, references[name], hasher) for name in sorted(references)]
+    # one sorted union of every reference's grams: a chunk is looked up once, and only its few hits
+    # are looked up again per reference
+    union = np.unique(np.concatenate([ix.grams for ix in indexes])) if indexes else np.empty(0, np.uint64)
+    report = {ix.name: Overlap(ix.name, ix.size) for ix in indexes}
     flagged: set[str] = set()
-    report = []
-    for name in sorted(references):
-        index = ReferenceIndex(name, references[name], n)
-        ov = Overlap(name, index.size)
-        for r in train:
-            hit = index.match(r)
-            if hit is None:
-                continue
-            level, ref_id = hit
-            ov.exact += level == "exact"
-            ov.normalized += level in ("exact", "normalized")
-            ov.ngram += 1
-            flagged.add(r.id)
-            if len(ov.examples) < max_examples:
-                ov.examples.append({"train_id": r.id, "reference_id": ref_id, "level": level})
-        report.append(ov)
-    return report, flagged
+    for start in range(0, len(train), _CHUNK):
+        chunk = train[start : start + _CHUNK]
+        norm_q = [normalize_text(r.question) for r in chunk]
+        texts = [q if not r.solution else q + " " + normalize_text(r.solution) for q, r in zip(norm_q, chunk)]
+        h, owner = hasher.hashes(texts)
+        if len(union):
+            pos = np.searchsorted(union, h)
+            pos[pos == len(union)] = 0
+            keep = union[pos] == h
+            h, owner = h[keep], owner[keep]
+        else:
+            h, owner = h[:0], owner[:0]
+        for ix in indexes:
+            ov = report[ix.name]
+            hits: dict[int, tuple[str, str]] = {}
+            pos = ix.gram_hits(h)
+            for k in np.flatnonzero(pos >= 0)[::-1]:  # reversed: the first gram of a record wins
+                hits[int(owner[k])] = ("ngram", ix.gram_ids[pos[k]])
+            for i, (r, q) in enumerate(zip(chunk, norm_q)):
+                if r.question in ix.exact:
+                    hits[i] = ("exact", ix.exact[r.question])
+                elif q in ix.norm:
+                    hits[i] = ("normalized", ix.norm[q])
+            for i in sorted(hits):
+                level, ref_id = hits[i]
+                ov.exact += level == "exact"
+                ov.normalized += level != "ngram"
+                ov.ngram += 1
+                flagged.add(chunk[i].id)
+                if len(ov.examples) < max_examples:
+                    ov.examples.append({"train_id": chunk[i].id, "reference_id": ref_id, "level": level})
+    return [report[ix.name] for ix in indexes], flagged

@@ -1,11 +1,13 @@
 """Leakage-free train/test splits decided by hashing, so they are stable as data grows.
 
 Each record gets a number ``u`` in [0, 1) from a hash of ``(seed, dataset, original id)``; it goes
-to test when ``u < test_fraction``. Records whose questions are identical after normalization form a
-group, and the whole group takes the side of its member with the smallest ``u`` — so a duplicate can
-never sit on both sides. Adding records never moves an existing record, with one exception that
-keeps the no-leak guarantee: a new exact duplicate of an existing question with a smaller ``u``
-carries that question's group (old member included) to its side.
+to test when ``u < test_fraction``. Records whose questions are identical after normalization, or
+share a word n-gram (13 by default, the length decontamination checks use), form a group, and the
+whole group takes the side of one representative member (the one with the smallest second hash) —
+so a duplicate can never sit on both sides, and a group of any size lands in test with probability
+``test_fraction``. Adding records never moves an existing record, with one exception that keeps the
+no-leak guarantee: a new (near-)duplicate that becomes its group's representative carries the group
+(old members included) to its own side.
 
 ``mode="official"`` keeps each dataset's published split instead (``metadata['split'] == 'train'``
 is train, every other split is test).
@@ -17,11 +19,16 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mixlab.data.normalize import normalize_text
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from mixlab.data.normalize import GramHasher, normalize_text
 from mixlab.data.records import Record
 from mixlab.errors import DataError
 
 _SCALE = float(2**64)
+_CHUNK = 20_000
 
 
 def unit_hash(*parts: object) -> float:
@@ -37,29 +44,66 @@ class SplitResult:
     groups_merged: int  # duplicate groups with more than one member
 
 
-def split_records(records: Sequence[Record], test_fraction: float, seed: int, mode: str = "hash") -> SplitResult:
-    """Split records into train and test; duplicates (normalized question) never straddle the line."""
+def _groups(questions: Sequence[str], ngram: int) -> np.ndarray:
+    """Group label per record: same normalized question, or (``ngram > 0``) a shared word n-gram.
+
+    Near-duplicates (templated or lightly edited questions, common in MATH and MBPP) then share a
+    side too, so a 13-gram overlap check finds no train/test leak. Connected components of the
+    "shares a key" graph are found with scipy, and grams are hashed with numpy (see GramHasher).
+    """
+    n = len(questions)
+    first: dict[int, int] = {}
+    same_question = np.empty(n, dtype=np.int64)
+    hasher, hs, owners = GramHasher(max(ngram, 1)), [], []
+    for start in range(0, n, _CHUNK):  # chunks bound the temporary normalized texts and word lists
+        norms = [normalize_text(q) for q in questions[start : start + _CHUNK]]
+        for i, t in enumerate(norms, start):
+            # keyed by the string's hash: an int is far smaller than the text; equality is what counts
+            same_question[i] = first.setdefault(hash(t), i)
+        if ngram > 0:
+            h, owner = hasher.hashes(norms)
+            hs.append(h)
+            owners.append(owner + start)
+    a: list[np.ndarray] = [same_question]
+    b: list[np.ndarray] = [np.arange(n, dtype=np.int64)]
+    if ngram > 0:
+        h, owner = np.concatenate(hs), np.concatenate(owners)
+        del hs, owners
+        order = np.argsort(h, kind="stable")
+        h, owner = h[order], owner[order]
+        same = (h[1:] == h[:-1]) & (owner[1:] != owner[:-1])
+        a.append(owner[:-1][same])
+        b.append(owner[1:][same])
+    rows, cols = np.concatenate(a), np.concatenate(b)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def split_records(records: Sequence[Record], test_fraction: float, seed: int, mode: str = "hash",
+                  ngram: int = 13) -> SplitResult:
+    """Split records into train and test; duplicates and near-duplicates never straddle the line."""
     if mode == "official":
         return _split_official(records)
     if mode != "hash":
         raise ValueError(f"unknown split mode {mode!r}")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    u = [unit_hash(seed, r.dataset, r.original_id) for r in records]
-    # group key -> smallest u among its members
-    group_u: dict[str, float] = {}
-    keys = []
-    for r, ui in zip(records, u):
-        k = normalize_text(r.question)
-        keys.append(k)
-        prev = group_u.get(k)
-        if prev is None or ui < prev:
-            group_u[k] = ui
-    train, test = [], []
-    for r, k in zip(records, keys):
-        (test if group_u[k] < test_fraction else train).append(r)
-    merged = len(records) - len(group_u)
-    return SplitResult(train, test, merged)
+    if not records:
+        return SplitResult([], [], 0)
+    labels = _groups([r.question for r in records], ngram)
+    # A group follows its representative: the member with the smallest `rank` hash. Taking the side
+    # from an independent hash (not min u) keeps P(test) = test_fraction for groups of any size.
+    rank = np.fromiter((unit_hash(seed, "rank", r.dataset, r.original_id) for r in records), float, len(records))
+    u = np.fromiter((unit_hash(seed, r.dataset, r.original_id) for r in records), float, len(records))
+    order = np.lexsort((rank, labels))
+    first_of_group = np.ones(len(order), dtype=bool)
+    first_of_group[1:] = labels[order][1:] != labels[order][:-1]
+    group_is_test = np.zeros(labels.max() + 1, dtype=bool)
+    group_is_test[labels[order][first_of_group]] = u[order][first_of_group] < test_fraction
+    is_test = group_is_test[labels]
+    train = [r for r, t in zip(records, is_test) if not t]
+    test = [r for r, t in zip(records, is_test) if t]
+    return SplitResult(train, test, len(records) - int(first_of_group.sum()))
 
 
 def _split_official(records: Sequence[Record]) -> SplitResult:

@@ -54,6 +54,7 @@ def register(source: Source) -> Source:
 
 
 def _load_modules() -> None:
+    """Import every adapter module (idempotent: Python imports each module once)."""
     for mod in _MODULES:
         try:
             importlib.import_module(f"{__name__}.{mod}")
@@ -63,8 +64,7 @@ def _load_modules() -> None:
 
 
 def get_source(name: str) -> Source:
-    if not REGISTRY:
-        _load_modules()
+    _load_modules()
     if name not in REGISTRY:
         import difflib
 
@@ -75,8 +75,7 @@ def get_source(name: str) -> Source:
 
 
 def available() -> list[str]:
-    if not REGISTRY:
-        _load_modules()
+    _load_modules()
     return sorted(REGISTRY)
 
 
