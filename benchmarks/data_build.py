@@ -38,8 +38,6 @@ def make_inputs(n_total: int, folder: Path) -> dict[str, Path]:
         base = load_records(name)
         rows = [replace(base[i % len(base)], id=f"{name}/r{i}", metadata={**base[i % len(base)].metadata, "original_id": f"r{i}"})
                 for i in range(per)]
-        # a repeated question would be grouped into one split side; make each copy distinct text
-        rows = [replace(r, question=f"{r.question} [{i // len(base)}]") if i >= len(base) else r for i, r in enumerate(rows)]
         paths[name] = write_records(folder / f"{name}.jsonl", rows)
     return paths
 

@@ -57,21 +57,28 @@ def _groups(questions: Sequence[str], ngram: int) -> np.ndarray:
     hasher, hs, owners = GramHasher(max(ngram, 1)), [], []
     for start in range(0, n, _CHUNK):  # chunks bound the temporary normalized texts and word lists
         norms = [normalize_text(q) for q in questions[start : start + _CHUNK]]
+        fresh = []
         for i, t in enumerate(norms, start):
             # keyed by the string's hash: an int is far smaller than the text; equality is what counts
             same_question[i] = first.setdefault(hash(t), i)
-        if ngram > 0:
-            h, owner = hasher.hashes(norms)
+            if same_question[i] == i:
+                fresh.append(i - start)
+        if ngram > 0:  # an exact duplicate adds no gram its first copy lacks: hash first copies only
+            h, owner = hasher.hashes([norms[k] for k in fresh])
             hs.append(h)
-            owners.append(owner + start)
+            owners.append(np.asarray(fresh, dtype=np.int32)[owner] + start)
     a: list[np.ndarray] = [same_question]
     b: list[np.ndarray] = [np.arange(n, dtype=np.int64)]
     if ngram > 0:
-        h, owner = np.concatenate(hs), np.concatenate(owners)
-        del hs, owners
+        h = np.concatenate(hs)
+        hs.clear()
         order = np.argsort(h, kind="stable")
-        h, owner = h[order], owner[order]
+        h = h[order]
+        owner = np.concatenate(owners)[order]
+        owners.clear()
+        del order
         same = (h[1:] == h[:-1]) & (owner[1:] != owner[:-1])
+        del h
         a.append(owner[:-1][same])
         b.append(owner[1:][same])
     rows, cols = np.concatenate(a), np.concatenate(b)
