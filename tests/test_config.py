@@ -77,3 +77,15 @@ def test_atomic_write_json_is_sorted_and_complete(tmp_path):
     p = atomic.write_json(tmp_path / "a" / "r.json", {"b": 1, "a": 2})
     assert p.read_text() == '{\n  "a": 2,\n  "b": 1\n}\n'
     assert [f for f in os.listdir(p.parent) if f.endswith(".tmp")] == []
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        p = atomic.write_text(tmp_path / "x.txt", "hi")
+        with atomic.directory(tmp_path / "d") as d:
+            (d / "f").write_text("x")
+    finally:
+        os.umask(mask)
+    assert (p.stat().st_mode & 0o777) == 0o644
+    assert ((tmp_path / "d").stat().st_mode & 0o777) == 0o755

@@ -1,0 +1,148 @@
+"""The report: sections assembled from results, rendered to Markdown and self-contained HTML, written
+atomically.
+
+The HTML has its CSS inline and its PNGs embedded as base64 data URIs: it makes no request, needs no
+JavaScript, and can be mailed or attached as one file. The Markdown links the PNGs written beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mixlab import atomic
+from mixlab.report import plots, tables
+from mixlab.report.forgetting import StatsConfig, Unit, checkpoint_forgetting, compare_to_base, summarize_runs
+from mixlab.report.model import Result, RunMeta, index_results, task_groups
+from mixlab.report.tables import Section, Table
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1400px;color:#222;
+padding:0 1em;line-height:1.4}
+h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+.tbl{overflow-x:auto;margin:1em 0}
+table{border-collapse:collapse;font-size:.82em}
+caption{text-align:left;font-weight:600;padding:.3em 0}
+th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right;white-space:nowrap}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+tbody tr:nth-child(even){background:#fafafa}
+.note{color:#666;font-size:.8em;margin:.2em 0}
+figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{color:#555;font-size:.85em}
+"""
+
+
+def _cell_html(c: tables.Cell, tag: str = "td") -> str:
+    text = html.escape(c.text)
+    return f"<{tag}><b>{text}</b></{tag}>" if c.bold and text else f"<{tag}>{text}</{tag}>"
+
+
+def table_html(t: Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in t.header)
+    body = "".join("<tr>" + "".join(_cell_html(c) for c in row) + "</tr>" for row in t.rows)
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in t.notes)
+    return (f'<div class="tbl"><table><caption>{html.escape(t.title)}</caption><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>{notes}</div>")
+
+
+def figure_html(f: plots.Figure) -> str:
+    data = base64.b64encode(f.png).decode("ascii")
+    cap = html.escape(f.caption)
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{cap}"><figcaption>{cap}</figcaption></figure>'
+
+
+def render_html(title: str, sections: Sequence[Section]) -> str:
+    """One self-contained HTML page (inline CSS, embedded images, no scripts, no external URLs)."""
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    for s in sections:
+        parts.append(f"<section><h2>{html.escape(s.title)}</h2>")
+        parts += [f"<p>{html.escape(p)}</p>" for p in s.text]
+        parts += [table_html(t) for t in s.tables]
+        parts += [figure_html(f) for f in s.figures]
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- assembling the report
+
+
+def _columns(index: Mapping, runs_meta: Sequence[RunMeta], base: str | Mapping[str, str]) -> list[str]:
+    bases = [base] if isinstance(base, str) else list(dict.fromkeys(base.values()))
+    ordered = [m.run for m in runs_meta] + sorted(index)
+    return [r for r in dict.fromkeys([*bases, *ordered]) if r in index]
+
+
+def build_sections(results: Iterable[Result], runs_meta: Sequence[RunMeta], base: str | Mapping[str, str],
+                   config: StatsConfig = StatsConfig(), unit: Unit = "relative") -> list[Section]:
+    """Every table and figure of the report, from results held in memory."""
+    index = index_results(results)
+    meta = {m.run: m for m in runs_meta}
+    groups = task_groups(runs_meta)
+    comparison = compare_to_base(index, base, steps="last", config=config)
+    points, curve_bad = checkpoint_forgetting(index, base)
+    summaries = summarize_runs(comparison, meta, points, unit=unit, alpha=config.alpha)
+    columns = _columns(index, runs_meta, base)
+    labels = [meta[c].name if c in meta else c for c in columns]
+    rows, score_bad = tables.score_rows(index, columns, groups)
+    avg_imp, n_imp = tables.average_improvement(rows)
+    incomparable = comparison.incomparable + [b for b in curve_bad if "task version changed" in b.reason] + score_bad
+
+    overview = Section("Overview", [
+        f"{sum(len(s) for r in index.values() for s in r.values())} results from {len(index)} runs; base: "
+        f"{base if isinstance(base, str) else ', '.join(sorted(set(base.values())))}.",
+        f"{len(comparison.changes)} benchmark comparisons against the base at each run's final checkpoint; "
+        f"{len(incomparable)} pairs not compared (see 'Not compared').",
+        f"Paired statistics: {config.n_boot} bootstrap resamples (seed {config.seed}), α = {config.alpha}; "
+        f"McNemar exact below {config.exact_below} discordant items, chi-square with continuity correction "
+        f"above; sign-flip permutation test ({config.n_perm} flips, exact up to {config.exact_max} non-zero "
+        "differences) for continuous scores."])
+    forgetting = Section("Forgetting", tables=[*tables.forgetting_tables(summaries),
+                                               tables.run_summary_table(summaries)])
+    forgetting.figures = [f for f in (plots.plot_gain_vs_forgetting(summaries),
+                                      plots.plot_change_vs_step(points, meta)) if f is not None]
+    imp_text = "–" if avg_imp is None else f"{avg_imp:+.2f}%"
+    scores = Section("Scores per task group",
+                     [f"Average improvement of {labels[-1]} over {labels[0]} across {n_imp} benchmarks: {imp_text} "
+                      "(mean of per-benchmark relative changes, direction-aware)."] if len(labels) > 1 else [],
+                     [*tables.score_tables(rows, labels), tables.wins_table(rows, labels)])
+    detail = Section("Change per benchmark", tables=[tables.changes_table(comparison.changes)])
+    sections = [overview, forgetting, scores, detail]
+    mix_t, mix_f = tables.mixture_table(runs_meta), plots.plot_mixture_bars(runs_meta)
+    if mix_t is not None:
+        sections.append(Section("Mixtures", tables=[mix_t], figures=[mix_f] if mix_f else []))
+    if (rt := tables.runtime_table(runs_meta)) is not None:
+        sections.append(Section("Runtime", tables=[rt]))
+    if (bad_t := tables.incomparable_table(incomparable)) is not None:
+        sections.append(Section("Not compared", ["Results with a different task version or base model are never "
+                                                 "compared; each such pair and the reason:"], [bad_t]))
+    return sections
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFiles:
+    markdown: Path
+    html: Path
+    figures: tuple[Path, ...]
+
+
+def write_report(results: Iterable[Result], runs_meta: Sequence[RunMeta], base: str | Mapping[str, str],
+                 out_dir: str | Path, title: str = "mixlab report", config: StatsConfig = StatsConfig(),
+                 unit: Unit = "relative") -> ReportFiles:
+    """Write ``report.md``, a self-contained ``report.html`` and the PNGs into ``out_dir``.
+
+    Each file is written atomically and the PNGs go first, so a reader never finds a report that links
+    a missing or half-written figure.
+    """
+    out = Path(out_dir)
+    sections = build_sections(results, runs_meta, base, config, unit)
+    figs = [atomic.write_bytes(out / f.filename, f.png) for s in sections for f in s.figures]
+    md = atomic.write_text(out / "report.md", tables.render_markdown(title, sections))
+    page = atomic.write_text(out / "report.html", render_html(title, sections))
+    return ReportFiles(md, page, tuple(figs))

@@ -1,0 +1,100 @@
+"""The in-memory data the report is computed from: one ``Result`` per (run, step, task, metric), and
+one ``RunMeta`` per run.
+
+These are plain frozen dataclasses so the results store, a test or a notebook can build them without
+any file format; the report code never reads files itself.
+
+Conventions the comparisons rely on:
+
+- ``higher_is_better`` gives the metric's direction (bits-per-byte is lower-is-better). Every change
+  the report computes is *directional*: positive means better, negative means worse.
+- ``base_model`` names the pretrained model the evaluated weights descend from; the base model's own
+  results carry its own name. Results are compared only when ``base_model`` and ``task_version``
+  agree, otherwise the pair is listed as incomparable with the reason.
+- ``items`` maps item id -> per-item score (0/1 for accuracy, a float for bpb or continuous scores);
+  any ``Mapping`` works, so a store may pass a lazy one that reads the per-item file on first access.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+TaskKey = tuple[str, str]  # (task, metric)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One evaluated number: a metric of one task at one checkpoint of one run."""
+
+    run: str
+    step: int
+    task: str
+    metric: str
+    value: float
+    n: int
+    stderr: float | None = None
+    higher_is_better: bool = True
+    task_version: str = ""
+    base_model: str | None = None
+    items: Mapping[str, float] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def key(self) -> TaskKey:
+        return (self.task, self.metric)
+
+    def score(self, value: float | None = None) -> float:
+        """``value`` (default: this result's) with the direction folded in, so larger is always better."""
+        v = self.value if value is None else value
+        return v if self.higher_is_better else -v
+
+
+@dataclass(frozen=True, slots=True)
+class RunMeta:
+    """What the report knows about a run besides its numbers.
+
+    ``dataset`` is the fine-tuning data (or pretraining mixture name); ``target_tasks`` are the tasks
+    that data is meant to improve (the "gain" axis), every other task counts towards forgetting.
+    ``task_groups`` maps task -> group/category for the per-group tables. ``runtime`` is seconds per
+    stage. ``label`` is the column header (e.g. a mixture name); the run name when empty.
+    """
+
+    run: str
+    method: str = ""
+    dataset: str = ""
+    target_tasks: tuple[str, ...] = ()
+    mixture_requested: Mapping[str, float] = field(default_factory=dict)
+    mixture_realized: Mapping[str, float] = field(default_factory=dict)
+    runtime: Mapping[str, float] = field(default_factory=dict)
+    task_groups: Mapping[str, str] = field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.run
+
+
+def index_results(results: Iterable[Result]) -> dict[str, dict[TaskKey, dict[int, Result]]]:
+    """``run -> (task, metric) -> step -> Result``; a later duplicate of the same key wins."""
+    out: dict[str, dict[TaskKey, dict[int, Result]]] = {}
+    for r in results:
+        out.setdefault(r.run, {}).setdefault((r.task, r.metric), {})[r.step] = r
+    return out
+
+
+def task_groups(runs_meta: Iterable[RunMeta], default: str = "all") -> dict[str, str]:
+    """Merge the per-run task -> group maps (first one wins); unknown tasks fall into ``default``."""
+    merged: dict[str, str] = {}
+    for m in runs_meta:
+        for task, group in m.task_groups.items():
+            merged.setdefault(task, group)
+    return _DefaultGroups(merged, default)
+
+
+class _DefaultGroups(dict):
+    def __init__(self, data: dict[str, str], default: str):
+        super().__init__(data)
+        self.default = default
+
+    def __missing__(self, key: str) -> str:
+        return self.default
