@@ -1,0 +1,122 @@
+"""`mixlab sweep` and `mixlab status`: run a resumable evaluation sweep and show where it stands
+(thin layers over :mod:`mixlab.runs.sweep`)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import typer
+
+from mixlab.cli.common import SetOption, console, progress
+
+
+def sweep_command(
+    config: Path = typer.Argument(..., help="Sweep config YAML (see configs/sweeps/)."),
+    overrides: list[str] = SetOption,
+    workers: int = typer.Option(None, "--workers", help="Worker processes on this machine (default: the config's)."),
+) -> None:
+    """Evaluate every selected checkpoint of every run on every task that has no result yet.
+
+    Kill it at any moment and run it again to finish; run it twice at once to share the work.
+
+    Example: mixlab sweep configs/sweeps/example_toyworld.yaml --set limit=20
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mixlab.runs import sweep as S
+
+    cfg = S.load_sweep_config(config, overrides or [])
+    if workers is not None:
+        cfg = cfg.model_copy(update={"workers": workers})
+    exp = S.resolve(cfg)
+    done0, total = S.progress_counts(exp)
+    with progress() as bar:
+        overall = bar.add_task(f"sweep {cfg.name}", total=total, completed=done0)
+        current = bar.add_task("", total=1, visible=False)
+        stop = threading.Event()
+
+        def poll() -> None:  # the store is the one place every backend's workers report to
+            while not stop.wait(0.5):
+                bar.update(overall, completed=S.progress_counts(exp)[0])
+
+        def on_task(unit: str, task: str, done: int, total: int) -> None:
+            bar.update(current, description=f"{unit} {task}", completed=done, total=max(total, 1), visible=True)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            reports = S.run_sweep(cfg, progress=on_task)
+        finally:
+            stop.set()
+            poller.join()
+            bar.update(overall, completed=S.progress_counts(exp)[0])
+    computed = sum(len(r.computed) for r in reports)
+    reused = sum(len(r.reused) for r in reports)
+    failed = [f for r in reports for f in r.failed]
+    console.print(f"computed {computed} result(s), indexed {reused} found on disk, {len(failed)} failed")
+    _print_status(S.status(cfg), per_checkpoint=False)
+
+
+def status_command(
+    config: Path = typer.Argument(..., help="Sweep config YAML."),
+    overrides: list[str] = SetOption,
+    checkpoints: bool = typer.Option(False, "--checkpoints", help="One line per checkpoint instead of per run."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the results store from the result files first."),
+) -> None:
+    """Print the experiment's table: run, checkpoints to evaluate, done, status (with errors).
+
+    Example: mixlab status configs/sweeps/example_toyworld.yaml --checkpoints
+    """
+    from mixlab.runs import store as St
+    from mixlab.runs import sweep as S
+
+    cfg = S.load_sweep_config(config, overrides or [])
+    if rebuild:
+        exp = S.resolve(cfg)
+        St.rebuild(exp.store_path, [exp.out / "evals"]).close()
+    _print_status(S.status(cfg), per_checkpoint=checkpoints)
+
+
+_STYLE = {"done": "green", "running": "cyan", "queued": "white", "failed": "red"}
+
+
+def _steps(steps: list[int]) -> str:
+    shown = ", ".join(str(s) for s in steps[:6])
+    return shown + (f", ... ({len(steps)})" if len(steps) > 6 else "")
+
+
+def _errors(errors: dict[str, str], limit: int = 2) -> str:
+    lines = [f"{k}: {v.splitlines()[0][:120] if v else ''}" for k, v in list(errors.items())[:limit]]
+    if len(errors) > limit:
+        lines.append(f"... and {len(errors) - limit} more")
+    return "\n".join(lines)
+
+
+def _print_status(checkpoints, per_checkpoint: bool) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from mixlab.runs.sweep import run_status
+
+    if per_checkpoint:
+        table = Table("run", "step", "tasks done", "status")
+        for c in checkpoints:
+            state = f"[{_STYLE[c.state]}]{c.state}[/]"
+            if c.errors:
+                state += "\n" + escape(_errors(c.errors))
+            table.add_row(c.run, str(c.step), f"{c.done}/{c.tasks}", state)
+    else:
+        table = Table("run", "checkpoints to evaluate", "done", "status")
+        for r in run_status(checkpoints):
+            state = f"[{_STYLE[r.state]}]{r.state}[/]"
+            if r.errors:
+                state += "\n" + escape(_errors(r.errors))
+            done = f"{r.checkpoints_done}/{len(r.steps)} ckpts, {r.tasks_done}/{r.tasks} tasks"
+            table.add_row(r.run, _steps(r.steps), done, state)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep_command)
+    app.command("status")(status_command)
