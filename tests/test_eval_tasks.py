@@ -65,9 +65,9 @@ def test_missing_data_is_skipped_with_its_path(tmp_path):
     assert p.skipped == {"skipped": "data not found", "path": str(tmp_path / "d.jsonl")}
 
 
-def test_generate_kind_is_listed_and_skipped_with_reason():
+def test_ifeval_generate_task_prepares_all_prompts(data_dir):
     p = prepare(get_task("ifeval"))
-    assert "not implemented" in p.skipped["skipped"]
+    assert not p.skipped and len(p.gen_items) == 541
 
 
 def test_mc_requests_follow_lm_eval_format(tmp_path):
@@ -120,13 +120,13 @@ def test_suites_resolve_and_list_every_task():
 
 
 def test_forgetting10_runs_on_real_files(data_dir):
-    """Every forgetting10 task except HellaSwag (no local data) and IFEval (part 2) prepares items."""
+    """Every forgetting10 task except HellaSwag (no local data) prepares items."""
     prepared = {p.spec.name: p for p in (prepare(s, limit=3) for s in resolve_tasks(suite="forgetting10"))}
     assert prepared["hellaswag"].skipped["path"].endswith("hellaswag/hellaswag_val.jsonl")
-    assert "ifeval" in prepared and prepared["ifeval"].skipped
-    ready = [n for n, p in prepared.items() if p.items]
+    assert len(prepared["ifeval"].gen_items) == 3
+    ready = [n for n, p in prepared.items() if p.items or p.gen_items]
     assert sorted(ready) == sorted(["arc_challenge", "arc_easy", "winogrande", "piqa", "boolq", "openbookqa",
-                                    "truthfulqa_mc2", "mmlu"])
+                                    "truthfulqa_mc2", "mmlu", "ifeval"])
     mmlu = prepared["mmlu"].items[0].pairs[0][0]
     assert mmlu.startswith("The following are multiple choice questions (with answers) about abstract algebra.\n\n")
     assert mmlu.endswith("\nD. 6\nAnswer:")

@@ -281,3 +281,21 @@ def test_local_backend_workers_share_one_sweep(world, reference, tmp_path):
     reports = S.run_sweep(cfg)
     assert len(reports) == 2 and sum(len(r.computed) for r in reports) == 14
     _check_complete(cfg, reference[0])
+
+
+def test_report_from_a_finished_sweep(world, reference, tmp_path):
+    from mixlab.cli import main
+    from mixlab.report.collect import collect
+
+    cfg, _ = reference
+    results, metas, base = collect(cfg)
+    assert base == {"ft_a": "base", "ft_b": "base"}
+    assert {m.run for m in metas} == {"base", "ft_a", "ft_b"}
+    mc = [r for r in results if r.run == "ft_a" and r.step == 30 and r.metric == "acc"]
+    assert len(mc) == 1 and len(mc[0].items) == mc[0].n  # per-item scores read lazily from items.jsonl
+    out = tmp_path / "report"
+    assert main(["report", str(world / "reference.yaml"), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "ft_a" in md and "ft_b" in md and "tiny_mc" in md
+    html = (out / "report.html").read_text()
+    assert html.count("<table") >= 2 and "data:image/png;base64," in html

@@ -1,0 +1,80 @@
+"""From a sweep's results store and its runs' directories to the report's in-memory data.
+
+The store holds the numbers (one row per run, step, task, metric) and points at the per-item files;
+each run directory's ``meta.json`` supplies what the report shows besides numbers (method, data,
+requested vs realized mixture, runtime per stage).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from mixlab.report.model import Result, RunMeta
+from mixlab.runs.store import Store, load_items
+from mixlab.runs.sweep import Experiment, SweepConfig, resolve
+
+
+class LazyItems(Mapping[str, float]):
+    """Per-item scores read from the item file on first access (most results never need them)."""
+
+    def __init__(self, path: str, metric: str):
+        self.path, self.metric = path, metric
+        self._data: dict[str, float] | None = None
+
+    def _load(self) -> dict[str, float]:
+        if self._data is None:
+            self._data = load_items(self.path, self.metric) if Path(self.path).is_file() else {}
+        return self._data
+
+    def __getitem__(self, key: str) -> float:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+def _run_meta(name: str, run_dir: Path | None) -> RunMeta:
+    meta: dict[str, Any] = {}
+    if run_dir is not None and (run_dir / "meta.json").is_file():
+        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+    mixture = meta.get("mixture") or {}
+    target = meta.get("target_tasks") or ()
+    return RunMeta(
+        run=name,
+        method=str(meta.get("method", "pretrain" if "tokens" in meta else "")),
+        dataset=str(meta.get("dataset", "")),
+        target_tasks=tuple(target),
+        mixture_requested=mixture.get("requested", {}) or {},
+        mixture_realized=mixture.get("realized", {}) or {},
+        runtime={k: float(v) for k, v in (meta.get("timings") or {}).items() if isinstance(v, (int, float))},
+    )
+
+
+def collect(cfg: SweepConfig) -> tuple[list[Result], list[RunMeta], dict[str, str]]:
+    """``(results, runs_meta, base)`` for :func:`mixlab.report.html.write_report` from a sweep."""
+    exp: Experiment = resolve(cfg)
+    store = Store(exp.store_path)
+    results = [
+        Result(run=r.run, step=r.step, task=r.task, metric=r.metric, value=r.value, n=r.n, stderr=r.stderr,
+               higher_is_better=r.higher_is_better, task_version=r.task_version, base_model=r.base_model,
+               items=LazyItems(r.items, r.metric) if r.items else None)
+        for r in store.results()
+    ]
+    run_dirs: dict[str, Path | None] = {}
+    base: dict[str, str] = {}
+    for c in exp.checkpoints:
+        u = c.unit
+        is_base = u.base_model == u.run and u.step == 0
+        if c.run not in run_dirs:
+            # a checkpoint lives in <run>/checkpoints/step-N; a base model has no run directory
+            run_dirs[c.run] = None if is_base else Path(u.model).parent.parent
+        if u.base_model and not is_base:
+            base[c.run] = u.base_model
+    metas = [_run_meta(name, d) for name, d in run_dirs.items()]
+    return results, metas, base
