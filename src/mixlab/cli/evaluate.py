@@ -21,10 +21,19 @@ def eval_command(
     batch_size: int = typer.Option(32, "--batch-size", help="Items (each with all its choices) per forward pass."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
     max_length: int = typer.Option(None, "--max-length", help="Context window (default: from the model config)."),
+    gen_batch_size: int = typer.Option(16, "--gen-batch-size", help="Prompts per generation batch (generate/code/judge)."),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Cap on generated tokens for every generative task."),
+    judge_url: str = typer.Option(None, "--judge-url", help="OpenAI-compatible base URL of the judge, e.g. http://127.0.0.1:8000/v1."),
+    judge_name: str = typer.Option("judge", "--judge-name", help="Model name sent to the judge endpoint."),
+    judge_api_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-api-key-env", help="Environment variable holding the endpoint's API key, if any."),
+    judge_model: str = typer.Option(None, "--judge-model", help="Local HF judge model (directory or alias) instead of an endpoint."),
+    judge_max_tokens: int = typer.Option(2048, "--judge-max-tokens", help="Tokens per judgment (FastChat: 2048)."),
+    judge_cache: Path = typer.Option(None, "--judge-cache", help="Judgment cache folder (default: under the mixlab cache)."),
 ) -> None:
     """Evaluate MODEL on a suite or tasks; finished tasks in OUT are reused, so re-running resumes.
 
     Example: mixlab eval --model smollm2-135m --suite forgetting10 --limit 100 --out runs/eval/smol
+    MT-Bench: mixlab eval --model M --suite mt_bench --judge-url http://127.0.0.1:8000/v1 --judge-name NAME --out O
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from mixlab.eval.runner import evaluate
@@ -32,6 +41,9 @@ def eval_command(
     from mixlab.models.pretrained import load_model
 
     specs = resolve_tasks(suite=suite, tasks=[t.strip() for t in tasks.split(",") if t.strip()] if tasks else None)
+    judge = _judge(judge_url, judge_name, judge_api_key_env, judge_model, judge_max_tokens, device)
+    if judge is not None:
+        judge.check()  # an unreachable endpoint fails before the model is even loaded
     loaded = load_model(model, adapter=adapter, device=device)
     with progress() as bar:
         bars: dict[str, int] = {}
@@ -42,9 +54,49 @@ def eval_command(
             bar.update(bars[task], completed=done)
 
         results = evaluate(loaded, specs, out, limit=limit, batch_size=batch_size, max_length=max_length,
-                           progress=on_progress)
+                           progress=on_progress, judge=judge, gen_batch_size=gen_batch_size,
+                           max_new_tokens=max_new_tokens, judge_cache=judge_cache)
     _print_table(results)
     console.print(f"results: {out / 'results.json'}")
+
+
+def _judge(url: str | None, name: str, key_env: str, local: str | None, max_tokens: int, device: str):
+    """The judge backend the options ask for (None when neither --judge-url nor --judge-model)."""
+    from mixlab.errors import MixlabError
+    from mixlab.eval.judge import HTTPJudge, LocalJudge
+
+    if url and local:
+        raise MixlabError("give either --judge-url (an endpoint) or --judge-model (a local model), not both")
+    if url:
+        return HTTPJudge(url, name, api_key=os.environ.get(key_env) or None, max_tokens=max_tokens)
+    if local:
+        from mixlab.models.pretrained import load_model
+
+        return LocalJudge(load_model(local, device=device), max_tokens=max_tokens)
+    return None
+
+
+def judge_diff_command(
+    a: Path = typer.Argument(..., help="Output directory of the first model's evaluation."),
+    b: Path = typer.Argument(..., help="Output directory of the second model's evaluation."),
+    task: str = typer.Option("mt_bench", "--task", help="The judge task to compare."),
+) -> None:
+    """Per-question judge-score deltas (B - A) between two evaluations of the same judge task.
+
+    Example: mixlab judge-diff runs/eval/base runs/eval/sft --task mt_bench
+    """
+    from rich.table import Table
+
+    from mixlab.eval.judge import compare_runs
+
+    d = compare_runs(a, b, task)
+    table = Table("question", "category", "A", "B", "delta")
+    for q in d["per_question"]:
+        table.add_row(str(q["id"]), q["category"], f"{q['a']:.2f}", f"{q['b']:.2f}", f"{q['delta']:+.2f}")
+    console.print(table)
+    cats = ", ".join(f"{c} {v:+.2f}" for c, v in d["categories"].items())
+    console.print(f"{d['n']} questions: mean delta {d['mean_delta']:+.3f} (B wins {d['wins']}, loses {d['losses']}, "
+                  f"ties {d['ties']}); by category: {cats}")
 
 
 def _print_table(results: dict) -> None:
@@ -64,3 +116,4 @@ def _print_table(results: dict) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
+    app.command("judge-diff")(judge_diff_command)

@@ -25,9 +25,20 @@ def bits_per_byte(nll_nats: float, n_bytes: int) -> float:
 
 MC_METRICS = ("acc", "acc_norm", "acc_bytes", "mc1", "mc2")
 BPB_METRICS = ("bpb",)
-# Part 2 kinds; listed so a task file may name them today and fail only when its kind runs.
-GENERATE_METRICS = ("exact_match", "f1", "numeric_match", "math_verify", "prompt_level_strict_acc",
-                    "prompt_level_loose_acc", "inst_level_strict_acc", "inst_level_loose_acc")
+IFEVAL_METRICS = ("prompt_level_strict_acc", "prompt_level_loose_acc", "inst_level_strict_acc",
+                  "inst_level_loose_acc")
+# Each `generate` metric is the mean of one verifier's score (mixlab.eval.verifiers; "ifeval" is
+# lm-eval's instruction checkers through mixlab.eval.ifeval) over items.
+GENERATE_VERIFIER: dict[str, str] = {
+    "numeric_match": "numeric",  # GSM8K: the final number
+    "math_verify": "math",  # MATH: math-verify equivalence
+    "exact_match": "exact",  # SQuAD-normalized exact match against any alias
+    "f1": "f1",  # SQuAD token F1, max over aliases
+    "choice_match": "choice",  # the option letter a generated answer picks
+    **{m: "ifeval" for m in IFEVAL_METRICS},
+}
+GENERATE_METRICS = tuple(GENERATE_VERIFIER)
+# `code`: pass@<k> for any k up to the number of samples; "pass@k" means k = generation.n.
 CODE_METRICS = ("pass@1", "pass@k")
 JUDGE_METRICS = ("judge_score",)
 METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
@@ -88,3 +99,20 @@ def mean_stderr(values: Sequence[float]) -> float:
 def corpus_bits_per_byte(nll_nats: Sequence[float], n_bytes: Sequence[int]) -> float:
     """Byte-weighted bpb over a whole task: total NLL over total bytes."""
     return bits_per_byte(float(sum(nll_nats)), int(sum(n_bytes)))
+
+
+def pass_k(metric: str, n: int) -> int | None:
+    """The k of a ``pass@<k>`` metric name (``pass@k`` is k = n), or None if it is not one."""
+    if not metric.startswith("pass@"):
+        return None
+    k = metric.removeprefix("pass@")
+    if k == "k":
+        return n
+    return int(k) if k.isdigit() and int(k) > 0 else None
+
+
+def is_metric(kind: str, metric: str) -> bool:
+    """Whether ``metric`` is reported by tasks of ``kind``."""
+    if kind == "code":
+        return pass_k(metric, 1) is not None
+    return metric in METRICS_BY_KIND[kind]

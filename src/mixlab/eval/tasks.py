@@ -12,8 +12,19 @@ lm-evaluation-harness), the kind of scoring and the metrics. Adding a benchmark 
     gold: label               # expression giving the gold index
     metrics: [acc, acc_norm]
 
-Kinds: ``bpb`` and ``mc`` are scored here; ``generate``, ``code`` and ``judge`` use the same file
-format with ``generation:``, ``verifier:`` and ``judge:`` blocks and are run by their own engines.
+Kinds: ``bpb`` and ``mc`` are scored by log-likelihood (``build_items``); ``generate``, ``code`` and
+``judge`` use the same file format with ``generation:`` (decoding), ``gold:`` (an expression giving
+what the verifiers compare with, ``reference_answer`` by default), ``verifier:`` and ``judge:`` blocks
+and are rendered by ``build_gen_items`` for the generation engine. Example::
+
+    name: gsm8k
+    kind: generate
+    data: {source: gsm8k, split: test}
+    prompt: "Question: {{question}}\nAnswer:"
+    target: "{{solution}}"        # what a few-shot example shows as its answer
+    fewshot: {n: 5, split: train}
+    generation: {max_new_tokens: 256, stop: ["Question:"]}
+    metrics: [numeric_match]      # each generate metric names its verifier (metrics.GENERATE_VERIFIER)
 Everything a file gets wrong (unknown kind or metric, a template naming a field the data lacks, a
 file that does not parse) is a :class:`~mixlab.errors.MixlabError` raised before any scoring.
 """
@@ -35,12 +46,13 @@ from mixlab.config import StrictModel, config_hash, read_yaml, validate
 from mixlab.data.records import REQUIRED, Record, iter_json_lines, record_from_dict
 from mixlab.errors import ConfigError, DataError, MixlabError
 from mixlab.eval import prompts
-from mixlab.eval.metrics import METRICS_BY_KIND
+from mixlab.eval.metrics import GENERATE_VERIFIER, METRICS_BY_KIND, is_metric, pass_k
 from mixlab.settings import data_dir as _data_dir
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 SUITES_DIR = Path(__file__).parent / "suites"
-SCORED_KINDS = ("bpb", "mc")  # kinds this engine scores; the others belong to part 2
+SCORED_KINDS = ("bpb", "mc")  # kinds scored by log-likelihood
+GENERATIVE_KINDS = ("generate", "code", "judge")  # kinds that generate text first
 
 
 class MissingData(MixlabError):
@@ -70,23 +82,32 @@ class DataSpec(StrictModel):
 
 class FewshotSpec(StrictModel):
     """``n`` examples before each item, drawn with ``seed`` from ``split`` (else the other items);
-    ``match`` lists fields a shot must share with the item (MMLU: the subject)."""
+    ``match`` lists fields a shot must share with the item (MMLU: the subject); ``where`` filters the
+    pool like ``data.where``. ``sampler: first_n`` takes the pool's first ``n`` in file order instead
+    of a seeded draw, and ``samples`` gives the examples inline (lm-eval's ``fewshot_config.samples``,
+    e.g. Minerva MATH's four worked solutions), used in order."""
 
     n: int = Field(0, ge=0)
     split: str | None = None
     match: list[str] = Field(default_factory=list)
+    where: dict[str, Any] = Field(default_factory=dict)
+    sampler: Literal["random", "first_n"] = "random"
+    samples: list[dict[str, Any]] = Field(default_factory=list)
     seed: int = 1234
     delimiter: str = "\n\n"
 
 
 class GenerationSpec(StrictModel):
-    """Decoding settings for ``generate``/``code``/``judge`` kinds (used by the part-2 engines)."""
+    """Decoding settings for ``generate``/``code``/``judge`` kinds (``mixlab.eval.generation``):
+    greedy when ``temperature`` is 0, else sampled with ``top_p``; ``n`` answers per prompt;
+    ``stop`` sequences end an answer (it is cut before them); ``chat_template`` renders the prompt
+    as a user turn with the tokenizer's chat template when it has one."""
 
-    max_new_tokens: int = 256
+    max_new_tokens: int = Field(256, ge=1)
     stop: list[str] = Field(default_factory=list)
-    temperature: float = 0.0
-    top_p: float = 1.0
-    n: int = 1
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1)
     seed: int = 1234
     chat_template: bool = False
 
@@ -114,6 +135,16 @@ class TaskSpec(StrictModel):
     def primary_metric(self) -> str:
         return self.primary or self.metrics[0]
 
+    @property
+    def decoding(self) -> GenerationSpec:
+        """The generation settings (defaults when the file has no ``generation:`` block)."""
+        return self.generation or GenerationSpec()
+
+    @property
+    def reference(self) -> str:
+        """Expression giving a generated answer's reference: ``gold`` when the file sets it."""
+        return self.gold if "gold" in self.model_fields_set else "reference_answer"
+
     def fingerprint(self) -> str:
         return config_hash(self)
 
@@ -127,9 +158,14 @@ def _check(spec: TaskSpec, path: Path, lines: dict[tuple, int]) -> None:
     """Semantic checks pydantic cannot express, each naming the file and line."""
     allowed = METRICS_BY_KIND[spec.kind]
     for i, m in enumerate(spec.metrics):
-        if m not in allowed:
+        if not is_metric(spec.kind, m):
+            extra = " or pass@<k>" if spec.kind == "code" else ""
             raise ConfigError(f"{_where(path, lines, ('metrics', i))}: unknown metric {m!r} for kind "
-                              f"{spec.kind!r}; choose from {', '.join(allowed)}")
+                              f"{spec.kind!r}; choose from {', '.join(allowed)}{extra}")
+        k = pass_k(m, spec.decoding.n)
+        if spec.kind == "code" and k is not None and k > spec.decoding.n:
+            raise ConfigError(f"{_where(path, lines, ('metrics', i))}: {m} needs at least {k} samples; "
+                              f"set generation.n >= {k}")
     if not spec.metrics:
         raise ConfigError(f"{_where(path, lines, ('metrics',))}: list at least one metric")
     if spec.primary and spec.primary not in spec.metrics:
@@ -140,6 +176,7 @@ def _check(spec: TaskSpec, path: Path, lines: dict[tuple, int]) -> None:
                           "(a dataset adapter), `data.path` (a file) or `data.generator` (module:function)")
     if spec.scoring == "partial" and spec.kind != "mc":
         raise ConfigError(f"{_where(path, lines, ('scoring',))}: partial scoring is for kind mc")
+    _check_generative(spec, path, lines)
     for key in ("prompt", "description", "target"):
         try:
             if getattr(spec, key):
@@ -152,6 +189,37 @@ def _check(spec: TaskSpec, path: Path, lines: dict[tuple, int]) -> None:
                 prompts.expression(getattr(spec, key))
             except Exception as e:
                 raise ConfigError(f"{_where(path, lines, (key,))}: expression does not parse: {e}") from None
+
+
+def _check_generative(spec: TaskSpec, path: Path, lines: dict[tuple, int]) -> None:
+    """``verifier:`` must name a known verifier that the task's metrics use; ``judge:`` must be a
+    valid judge block (and only on judge tasks)."""
+    if spec.verifier is not None:
+        from mixlab.eval.verifiers import VERIFIERS
+
+        known = sorted({*VERIFIERS, "ifeval"})
+        if spec.verifier not in known:
+            raise ConfigError(f"{_where(path, lines, ('verifier',))}: unknown verifier {spec.verifier!r}; "
+                              f"known verifiers: {', '.join(known)}")
+        used = {"code"} if spec.kind == "code" else {GENERATE_VERIFIER.get(m) for m in spec.metrics}
+        if spec.kind not in ("generate", "code") or spec.verifier not in used:
+            raise ConfigError(f"{_where(path, lines, ('verifier',))}: verifier {spec.verifier!r} is not used by "
+                              f"kind {spec.kind!r} with metrics {', '.join(spec.metrics)} (each generate metric "
+                              "names its verifier; code tasks use 'code')")
+    if spec.judge is not None and spec.kind != "judge":
+        raise ConfigError(f"{_where(path, lines, ('judge',))}: a `judge:` block is for kind judge")
+    if spec.kind == "judge":
+        from mixlab.eval.judge import JudgeTaskSpec
+
+        validate(JudgeTaskSpec, spec.judge or {}, f"{path} (judge block)", {})
+    if spec.kind in GENERATIVE_KINDS and spec.fewshot.n and spec.target is None:
+        raise ConfigError(f"{_where(path, lines, ('fewshot',))}: few-shot examples of a {spec.kind} task need "
+                          "`target:`, the template of an example's answer (e.g. \"{{solution}}\")")
+    if spec.kind in GENERATIVE_KINDS and "gold" in spec.model_fields_set:
+        try:
+            prompts.expression(spec.gold)
+        except Exception as e:
+            raise ConfigError(f"{_where(path, lines, ('gold',))}: expression does not parse: {e}") from None
 
 
 def load_task(path: str | Path) -> TaskSpec:
@@ -413,9 +481,16 @@ class _Shots:
 
     def __init__(self, spec: TaskSpec, renderer: _Renderer, pool: list[dict]):
         self.spec, self.r = spec, renderer
+        fs = spec.fewshot
+        if fs.samples:
+            pool = [_flatten(dict(d)) | {"_where": f"task {spec.name!r} fewshot.samples[{i}]"}
+                    for i, d in enumerate(fs.samples)]
         self.by_key: dict[tuple, list[dict]] = {}
         for d in pool:
-            self.by_key.setdefault(self._key(d), []).append(d)
+            if _matches(d, fs.where):
+                self.by_key.setdefault(self._key(d), []).append(d)
+        if fs.n and fs.where and not self.by_key:
+            raise ConfigError(f"task {spec.name!r}: no few-shot examples match fewshot.where {fs.where}")
         self.cache: dict[int, str] = {}
 
     def _key(self, doc: dict) -> tuple:
@@ -434,9 +509,12 @@ class _Shots:
         if not n:
             return head
         cands = self.by_key.get(self._key(doc), [])
-        rng = random.Random(f"{self.spec.fewshot.seed}:{item_id}")
         me = doc.get("id") or doc.get("_where")
-        picked = [cands[i] for i in rng.sample(range(len(cands)), min(n + 1, len(cands)))]
+        if self.spec.fewshot.sampler == "first_n" or self.spec.fewshot.samples:
+            picked = cands[:n + 1]
+        else:
+            rng = random.Random(f"{self.spec.fewshot.seed}:{item_id}")
+            picked = [cands[i] for i in rng.sample(range(len(cands)), min(n + 1, len(cands)))]
         shots = [d for d in picked if (d.get("id") or d.get("_where")) != me][:n]
         return head + "".join(self._text(d) for d in shots)
 
@@ -472,6 +550,58 @@ def build_items(spec: TaskSpec, docs: list[dict], pool: list[dict] | None = None
             items.append(Item(item_id, [(c, d + rest) for c in contexts], contexts, gold))
         else:
             items.append(Item(item_id, [(ctx, d + c) for c in choices], choices, gold))
+    return items
+
+
+@dataclass
+class GenItem:
+    """One item of a generative task: the prompt to complete (few-shot prefix included) and the
+    reference its answers are checked against. Judge items also carry the conversation's turns,
+    the question's category and the reference turns the judge is shown."""
+
+    id: str
+    prompt: str
+    reference: Any = None
+    turns: list[str] = field(default_factory=list)
+    category: str = ""
+    reference_turns: list[str] = field(default_factory=list)
+
+
+def build_gen_items(spec: TaskSpec, docs: list[dict], pool: list[dict] | None = None) -> list[GenItem]:
+    """Render every item of a ``generate``/``code``/``judge`` task; template or data problems raise
+    here, before any generation."""
+    if spec.kind not in GENERATIVE_KINDS:
+        raise MixlabError(f"task {spec.name!r}: kind {spec.kind!r} is not a generative kind")
+    r = _Renderer(spec)
+    shots = _Shots(spec, r, docs if pool is None else pool)
+    judge = None
+    if spec.kind == "judge":
+        from mixlab.eval.judge import JudgeTaskSpec
+
+        judge = JudgeTaskSpec.model_validate(spec.judge or {})
+    items = []
+    for i, doc in enumerate(docs):
+        item_id = _doc_id(spec, doc, i)
+        prompt = shots.prefix(doc, item_id) + r.text("prompt", doc)
+        if judge is None:
+            try:
+                reference = prompts.evaluate(spec.reference, doc)
+            except Exception as e:
+                raise r._fail("gold", doc, e) from None
+            items.append(GenItem(item_id, prompt, reference))
+            continue
+        values = {}
+        for key in ("turns", "category", "reference"):
+            try:
+                values[key] = prompts.evaluate(getattr(judge, key), doc)
+            except Exception as e:
+                raise r._fail(f"judge.{key}", doc, e) from None
+        turns = values["turns"]
+        if not (isinstance(turns, list) and turns and all(isinstance(t, str) for t in turns)):
+            raise r._fail("judge.turns", doc, ValueError(f"expected a non-empty list of strings, got {turns!r}"))
+        refs = values["reference"] or []
+        items.append(GenItem(item_id, prompt, None, list(turns), str(values["category"] or ""),
+                             [str(x) for x in refs]))
     return items
 
 
