@@ -1,0 +1,178 @@
+"""`mixlab fit | predict | propose`: regressors of metric vs mixture, and constrained proposals."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from mixlab.cli.common import SetOption, console, progress
+from mixlab.errors import ConfigError
+
+
+def _pairs(items: list[str] | None, flag: str) -> dict[str, float]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"{flag} {item!r}: expected NAME=VALUE, e.g. {flag} web=0.3")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise ConfigError(f"{flag} {item!r}: {v!r} is not a number") from None
+    return out
+
+
+def fit_cmd(
+    config: Path | None = typer.Argument(None, help="Fit config YAML (or give --ratios and --metrics)."),
+    ratios: Path | None = typer.Option(None, "--ratios", help="olmix ratios.csv: run,name,index,<domain...>"),
+    metrics: Path | None = typer.Option(None, "--metrics", help="olmix metrics.csv: run,name,index,<metric...>"),
+    regressor: str | None = typer.Option(None, "--regressor", "-r",
+                                         help="loglinear (default) | mixing_law | linear | gbt | gp"),
+    out: Path = typer.Option(..., "--out", "-o", help="Fit directory to write (cv.json, model.json, plots)."),
+    folds: int | None = typer.Option(None, "--folds", help="K of the K-fold validation (default 5)."),
+    seed: int | None = typer.Option(None, "--seed"),
+    set_: list[str] = SetOption,
+) -> None:
+    """Fit one regressor per metric to a swarm and validate it out of fold.
+
+    Example: `mixlab fit --ratios swarm/ratios.csv --metrics swarm/metrics.csv --regressor gp --out runs/fit`
+    """
+    from mixlab.config import validate
+    from mixlab.mixopt.fit import FitConfig, fit_config, load_fit_config
+
+    t0 = time.perf_counter()
+    if config is not None:
+        cfg = load_fit_config(config, set_ or [])
+    elif ratios is None or metrics is None:
+        raise ConfigError("give a fit config, or both --ratios and --metrics")
+    else:
+        cfg = validate(FitConfig, {"ratios": str(ratios), "metrics": str(metrics)}, "command line")
+    updates: dict[str, Any] = {k: v for k, v in {"ratios": ratios, "metrics": metrics, "regressor": regressor,
+                                                 "folds": folds, "seed": seed}.items() if v is not None}
+    cfg = validate(FitConfig, {**cfg.model_dump(mode="json"), **{k: str(v) if isinstance(v, Path) else v
+                                                                  for k, v in updates.items()}}, "command line")
+    with progress() as p:
+        from mixlab.mixopt.io import read_metrics
+
+        n_metrics = len(cfg.fit_metrics or read_metrics(cfg.metrics).columns)
+        task = p.add_task(f"fit {cfg.regressor}", total=cfg.folds + n_metrics)
+        res = fit_config(cfg, out, step=lambda msg: p.update(task, description=f"fit {cfg.regressor}: {msg}", advance=1))
+    t = Table("metric", "spearman", "pearson", "rmse", "top-decile spearman", title=f"{cfg.folds}-fold out-of-fold")
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    for m, s in res.cv["per_metric"].items():
+        t.add_row(m, fmt(s["spearman"]), fmt(s["pearson"]), f"{s['rmse']:.4g}", fmt(s["top_decile_spearman"]))
+    o = res.cv["aggregate"]["objective"]
+    t.add_row("[bold]objective[/]", fmt(o["spearman"]), fmt(o["pearson"]), f"{o['rmse']:.4g}", fmt(o["top_decile_spearman"]))
+    console.print(t)
+    console.print(f"wrote [bold]{out}[/] in {time.perf_counter() - t0:.1f}s")
+
+
+def predict_cmd(
+    fit_dir: Path = typer.Option(..., "--fit", help="A directory written by `mixlab fit`."),
+    ratios: Path = typer.Option(..., "--ratios", help="Mixtures to score, olmix ratios.csv layout."),
+    out: Path = typer.Option(..., "--out", "-o", help="predictions.csv to write (metrics.csv layout)."),
+) -> None:
+    """Predict every fitted metric for new mixtures (domains matched by name).
+
+    Example: `mixlab predict --fit runs/fit --ratios candidates.csv --out predictions.csv`
+    """
+    from mixlab.mixopt.fit import predict
+
+    pred = predict(fit_dir, ratios, out)
+    console.print(f"wrote {len(pred.runs)} predictions of {len(pred.columns)} columns to [bold]{out}[/]")
+
+
+def propose_cmd(
+    config: Path | None = typer.Argument(None, help="Propose config YAML (pretrain or `mode: finetune`)."),
+    fit_dir: Path | None = typer.Option(None, "--fit", help="Fit directory (instead of, or overriding, the config)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for proposal.json."),
+    weight: list[str] = typer.Option(None, "--weight", help="Objective weight METRIC=W (repeatable)."),
+    minimize: list[str] = typer.Option(None, "--minimize", help="Metric to lower (repeatable)."),
+    maximize: list[str] = typer.Option(None, "--maximize", help="Metric to raise (repeatable)."),
+    min_weight: float | None = typer.Option(None, "--min-weight", help="Minimum weight of every domain."),
+    max_weight: list[str] = typer.Option(None, "--max-weight", help="DOMAIN=W upper bound (repeatable)."),
+    fixed: list[str] = typer.Option(None, "--fixed", help="DOMAIN=W fixed weight (repeatable)."),
+    target_tokens: float | None = typer.Option(None, "--target-tokens", help="Tokens of the target run (repetition cap)."),
+    max_epochs: float | None = typer.Option(None, "--max-epochs", help="Repetition cap in epochs (default 4)."),
+    available: list[str] = typer.Option(None, "--available", help="DOMAIN=TOKENS available (repeatable)."),
+    kl: float | None = typer.Option(None, "--kl", help="Strength of the KL pull towards the prior."),
+    seed: int | None = typer.Option(None, "--seed"),
+    set_: list[str] = SetOption,
+) -> None:
+    """Propose the mixture that optimizes the fitted objective under constraints.
+
+    Example: `mixlab propose --fit runs/fit --out runs/proposal --max-weight code=0.3 --target-tokens 1e10 --available code=1e9`
+    """
+    from mixlab.config import validate
+    from mixlab.mixopt.fit import FinetuneConfig, ProposeConfig, load_propose_config, propose, propose_finetune
+
+    if config is not None:
+        cfg = load_propose_config(config, set_ or [])
+    elif fit_dir is None:
+        raise ConfigError("give a propose config or --fit DIR")
+    else:
+        cfg = validate(ProposeConfig, {"fit": str(fit_dir)}, "command line")
+    if isinstance(cfg, FinetuneConfig):
+        with progress() as p:
+            task = p.add_task("finetune proposal", total=1)
+            res = propose_finetune(cfg, out)
+            p.update(task, advance=1)
+        b = res["observed"]["best"]
+        console.print(f"best observed under forgetting <= {cfg.max_forgetting:g}: run {b['run']} gain {b['gain']:.4g} "
+                      f"forgetting {b['forgetting']:.4g}; Pareto front of {len(res['observed']['pareto_front'])} runs")
+        if res.get("model", {}).get("best"):
+            m = res["model"]["best"]
+            console.print(f"model proposal: {m['knobs']} gain {m['gain']:.4g} forgetting {m['forgetting']:.4g}")
+        console.print(f"wrote [bold]{out}/proposal.json[/]")
+        return
+    data = cfg.model_dump(mode="json")
+    if fit_dir is not None:
+        data["fit"] = str(fit_dir)
+    obj = data["objective"]
+    for m, w in _pairs(weight, "--weight").items():
+        obj.setdefault(m, {})["weight"] = w
+    for flag, names, d in (("--minimize", minimize, "min"), ("--maximize", maximize, "max")):
+        for m in names or []:
+            obj.setdefault(m, {})["direction"] = d
+    c = data["constraints"]
+    if min_weight is not None:
+        c["min_weight"] = min_weight
+    if max_weight:
+        c["max_weight"] = _pairs(max_weight, "--max-weight")
+    if fixed:
+        c["fixed"] = _pairs(fixed, "--fixed")
+    if target_tokens is not None or available:
+        rep = c.get("repetition") or {}
+        rep.update({k: v for k, v in {"target_tokens": target_tokens, "max_epochs": max_epochs}.items() if v is not None})
+        rep["available_tokens"] = {**rep.get("available_tokens", {}), **_pairs(available, "--available")}
+        c["repetition"] = rep
+    if kl is not None:
+        data["kl_to_prior"] = kl
+    if seed is not None:
+        data["search"]["seed"] = seed
+    cfg = validate(ProposeConfig, data, str(config or "command line"))
+    with progress() as p:
+        task = p.add_task("propose", total=1)
+        res = propose(cfg.fit, cfg, out)
+        p.update(task, advance=1)
+    t = Table("domain", "proposed", "prior", "best observed", "bounds", title=f"proposal ({res['solver']['method']})")
+    for dname, w in res["weights"].items():
+        lo, hi, why = res["bounds"][dname]
+        t.add_row(dname, f"{w:.4f}", f"{res['prior']['weights'][dname]:.4f}",
+                  f"{res['best_observed']['weights'][dname]:.4f}", f"[{lo:.3g}, {hi:.3g}] {why}")
+    console.print(t)
+    o = res["objective"]
+    console.print(f"predicted objective {o['predicted']:.3f} (95% band {o['band95'][0]:.3f} .. {o['band95'][1]:.3f}), "
+                  f"expected optimism {o['expected_optimism']:.3f}; best observed {res['best_observed']['objective']:.3f}, "
+                  f"prior predicted {res['prior']['predicted_objective']:.3f}")
+    console.print(f"wrote [bold]{out}/proposal.json[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fit")(fit_cmd)
+    app.command("predict")(predict_cmd)
+    app.command("propose")(propose_cmd)

@@ -1,0 +1,259 @@
+"""The mixture-optimization API: fit regressors from a swarm, predict, propose.
+
+>>> from mixlab.mixopt.fit import fit, predict, propose
+>>> res = fit("swarm/ratios.csv", "swarm/metrics.csv", "loglinear", out="runs/fit")   # writes cv.json, model.json
+>>> predict("runs/fit", "new_ratios.csv", "predictions.csv")
+>>> proposal = propose("runs/fit", ProposeConfig(fit="runs/fit"), out="runs/proposal")
+
+A fit directory holds ``fit.json`` (domains, metrics, directions, priors, provenance), ``model.json``
+(every regressor's state as JSON), ``cv.json`` (out-of-fold figures), ``oof.csv`` (out-of-fold
+predictions in the metrics layout), copies of the two input tables, and ``predicted_vs_actual.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from mixlab import atomic
+from mixlab.config import StrictModel, dump_yaml, load_config, read_yaml
+from mixlab.errors import DataError
+from mixlab.mixopt import io
+from mixlab.mixopt.propose import (
+    FinetuneConfig,
+    ProposeConfig,
+    finetune_proposal,
+    propose_from_model,
+    resolve_directions,
+)
+from mixlab.mixopt.regressors import MixtureModel, cv_report, out_of_fold
+from mixlab.runs.rundir import base_meta
+
+Step = Callable[[str], None]
+
+
+class FitConfig(StrictModel):
+    """``mixlab fit CONFIG``: which swarm tables, which regressor, how to validate."""
+
+    ratios: str
+    metrics: str
+    priors: dict[str, float] | None = Field(None, description="domain -> natural weight (token share)")
+    regressor: str = "loglinear"
+    options: dict[str, Any] = Field(default_factory=dict, description="regressor options, e.g. {restarts: 2}")
+    fit_metrics: list[str] | None = Field(None, description="subset of metric columns to fit (default all)")
+    directions: dict[str, Literal["min", "max"]] = Field(default_factory=dict)
+    folds: int = Field(5, ge=2)
+    seed: int = 0
+    sum_tolerance: float = Field(io.SUM_TOLERANCE, gt=0)
+
+
+@dataclass
+class FitResult:
+    """A loaded fit: the model, its training swarm, out-of-fold predictions and the CV report."""
+
+    path: Path | None
+    model: MixtureModel
+    data: io.SwarmData
+    oof: np.ndarray
+    cv: dict[str, Any]
+    directions: dict[str, str]
+    priors: dict[str, float] | None
+
+    def prior_vector(self) -> np.ndarray:
+        """The natural mixture: the priors when given, else the swarm's mean mixture (swarms centre on it)."""
+        if self.priors:
+            p = np.array([self.priors[d] for d in self.model.domains], dtype=np.float64)
+            return p / p.sum()
+        return self.data.weights.mean(axis=0)
+
+
+def _select_metrics(data: io.SwarmData, names: Sequence[str] | None, path: str) -> io.SwarmData:
+    if not names:
+        return data
+    missing = [m for m in names if m not in data.metric_names]
+    if missing:
+        raise DataError(f"metric column(s) {missing} not found; the file has {data.metric_names}", path, 1)
+    cols = [data.metric_names.index(m) for m in names]
+    return io.SwarmData(data.runs, data.names, data.domains, data.weights, list(names), data.metrics[:, cols])
+
+
+def canonical(data: io.SwarmData) -> io.SwarmData:
+    """The same swarm with runs sorted by id and domains sorted by name."""
+    r = sorted(range(len(data.runs)), key=lambda i: data.runs[i])
+    c = sorted(range(len(data.domains)), key=lambda j: data.domains[j])
+    return io.SwarmData([data.runs[i] for i in r], [data.names[i] for i in r], [data.domains[j] for j in c],
+                        data.weights[r][:, c], list(data.metric_names), data.metrics[r])
+
+
+def fit_swarm(data: io.SwarmData, regressor: str = "loglinear", *, folds: int = 5, seed: int = 0,
+              options: Mapping[str, Any] | None = None, directions: Mapping[str, str] | None = None,
+              priors: Mapping[str, float] | None = None, step: Step | None = None) -> FitResult:
+    """Out-of-fold predictions (K-fold, seeded), the CV report, and the final model on all runs.
+
+    Runs and domains are put in sorted order first, so the order of rows and columns in the
+    files cannot change folds, fits or figures (the same swarm always gives the same fit).
+    """
+    data = canonical(data)
+    dirs = resolve_directions(data.metric_names, directions, default="min")
+    oof = out_of_fold(regressor, data.weights, data.metrics, folds, seed, dict(options or {}), step)
+    model = MixtureModel.fit(regressor, data.domains, data.metric_names, data.weights, data.metrics, seed,
+                             dict(options or {}), step)
+    cv = cv_report(data.metric_names, data.metrics, oof, dirs)
+    cv.update({"folds": folds, "seed": seed, "regressor": regressor, "n_runs": len(data.runs),
+               "directions_inferred": {m: m not in (directions or {}) for m in data.metric_names}})
+    return FitResult(None, model, data, oof, cv, dirs, dict(priors) if priors else None)
+
+
+def write_fit(res: FitResult, out: str | Path, meta: dict[str, Any]) -> Path:
+    """Write a fit directory atomically (replaced only when complete)."""
+    from mixlab.mixopt.plots import plot_predicted_vs_actual
+
+    d = res.data
+    with atomic.directory(out) as tmp:
+        atomic.write_json(tmp / "model.json", res.model.state())
+        atomic.write_json(tmp / "cv.json", res.cv)
+        atomic.write_json(tmp / "fit.json", {**meta, "domains": d.domains, "metrics": d.metric_names,
+                                             "directions": res.directions, "priors": res.priors,
+                                             "regressor": res.model.regressor})
+        io.write_ratios(tmp / "ratios.csv", d.runs, d.names, d.domains, d.weights)
+        io.write_metrics(tmp / "metrics.csv", d.runs, d.names, d.metric_names, d.metrics)
+        io.write_metrics(tmp / "oof.csv", d.runs, d.names, d.metric_names, res.oof)
+        plot_predicted_vs_actual(d.metric_names, d.metrics, res.oof, res.cv, tmp / "predicted_vs_actual.png")
+    res.path = Path(out)
+    return res.path
+
+
+def fit(ratios: str | Path, metrics: str | Path, regressor: str = "loglinear", out: str | Path | None = None, *,
+        priors: Mapping[str, float] | None = None, folds: int = 5, seed: int = 0,
+        options: Mapping[str, Any] | None = None, fit_metrics: Sequence[str] | None = None,
+        directions: Mapping[str, str] | None = None, step: Step | None = None) -> FitResult:
+    """Fit ``regressor`` to a ``ratios.csv`` + ``metrics.csv`` pair; with ``out``, write the fit directory."""
+    cfg = FitConfig(ratios=str(ratios), metrics=str(metrics), priors=dict(priors) if priors else None,
+                    regressor=regressor, options=dict(options or {}), fit_metrics=list(fit_metrics) if fit_metrics else None,
+                    directions=dict(directions or {}), folds=folds, seed=seed)
+    return fit_config(cfg, out, step)
+
+
+def fit_config(cfg: FitConfig, out: str | Path | None = None, step: Step | None = None) -> FitResult:
+    """:func:`fit` from a validated :class:`FitConfig`."""
+    t0 = time.perf_counter()
+    data = io.read_swarm(cfg.ratios, cfg.metrics, cfg.priors, cfg.sum_tolerance)
+    data = _select_metrics(data, cfg.fit_metrics, cfg.metrics)
+    res = fit_swarm(data, cfg.regressor, folds=cfg.folds, seed=cfg.seed, options=cfg.options,
+                    directions=cfg.directions, priors=cfg.priors, step=step)
+    if out is not None:
+        meta = {**base_meta(cfg, cfg.seed), "timings": {"fit_s": round(time.perf_counter() - t0, 3)},
+                "config": cfg.model_dump(mode="json")}
+        write_fit(res, out, meta)
+    return res
+
+
+def load_fit(path: str | Path) -> FitResult:
+    """Load a fit directory written by :func:`fit`."""
+    path = Path(path)
+    for name in ("fit.json", "model.json", "cv.json", "ratios.csv", "metrics.csv", "oof.csv"):
+        if not (path / name).is_file():
+            raise DataError(f"not a fit directory (missing {name}); create one with `mixlab fit`", path)
+    info = json.loads((path / "fit.json").read_text())
+    model = MixtureModel.from_state(json.loads((path / "model.json").read_text()))
+    data = io.read_swarm(path / "ratios.csv", path / "metrics.csv")
+    oof = io.read_metrics(path / "oof.csv").reorder(data.runs).select(data.metric_names)
+    return FitResult(path, model, data, oof, json.loads((path / "cv.json").read_text()), info["directions"],
+                     info.get("priors"))
+
+
+def _as_fit(fit_or_dir: FitResult | str | Path) -> FitResult:
+    return fit_or_dir if isinstance(fit_or_dir, FitResult) else load_fit(fit_or_dir)
+
+
+def predict(fit_or_dir: FitResult | str | Path, ratios: str | Path, out: str | Path | None = None) -> io.Table:
+    """Predict every fitted metric for the mixtures in ``ratios`` (domains matched by name)."""
+    res = _as_fit(fit_or_dir)
+    table = io.read_ratios(ratios)
+    extra = [c for c in table.columns if c not in res.model.domains]
+    missing = [d for d in res.model.domains if d not in table.columns]
+    if extra or missing:
+        raise DataError(f"domains differ from the fit's {res.model.domains}: "
+                        + "; ".join(p for p in (f"unknown column(s) {extra}" if extra else "",
+                                                f"missing column(s) {missing}" if missing else "") if p), ratios, 1)
+    X = table.select(res.model.domains)
+    P = res.model.predict(X)
+    cols, vals = list(res.model.metrics), [P]
+    S = res.model.predict_std(X)
+    if S is not None:
+        cols += [f"{m}_std" for m in res.model.metrics]
+        vals.append(S)
+    pred = io.Table(table.runs, table.names, table.index, cols, np.hstack(vals))
+    if out is not None:
+        io.write_metrics(out, pred.runs, pred.names, pred.columns, pred.values, pred.index)
+    return pred
+
+
+def propose(fit_or_dir: FitResult | str | Path, cfg: ProposeConfig, out: str | Path | None = None) -> dict[str, Any]:
+    """Propose the mixture optimizing ``cfg.objective`` under ``cfg.constraints``; writes ``out/proposal.json``."""
+    t0 = time.perf_counter()
+    res = _as_fit(fit_or_dir)
+    explicit = {m: o.direction for m, o in cfg.objective.items() if o.direction}
+    directions = {**res.directions, **explicit}
+    d = res.data
+    proposal = propose_from_model(res.model, d.weights, d.metrics, res.oof, d.runs, res.prior_vector(), cfg,
+                                  directions)
+    proposal["fit"] = str(res.path) if res.path else None
+    proposal["cv_objective"] = res.cv["aggregate"]["objective"]
+    proposal["timings"] = {"propose_s": round(time.perf_counter() - t0, 3)}
+    if out is not None:
+        out = Path(out)
+        atomic.write_text(out / "config.yaml", dump_yaml(cfg))
+        atomic.write_json(out / "proposal.json", proposal)
+    return proposal
+
+
+def propose_finetune(cfg: FinetuneConfig, out: str | Path | None = None) -> dict[str, Any]:
+    """Fine-tuning mode: most target gain with forgetting <= bound, plus the Pareto front (+ plot)."""
+    from mixlab.mixopt.plots import plot_pareto
+
+    cols = [*cfg.mixture, *cfg.scalars, cfg.gain, cfg.forgetting]
+    runs, values = io.read_results_table(cfg.results, cols)
+    knobs = values[:, : len(cols) - 2]
+    if cfg.mixture:
+        sums = knobs[:, : len(cfg.mixture)].sum(axis=1)
+        bad = np.flatnonzero(np.abs(sums - 1) > io.SUM_TOLERANCE)
+        if len(bad):
+            raise DataError(f"mixture columns {cfg.mixture} of run {runs[bad[0]]!r} sum to {sums[bad[0]]:.6g}, not 1",
+                            cfg.results)
+    result = finetune_proposal(runs, knobs, values[:, -2], values[:, -1], cfg)
+    if out is not None:
+        out = Path(out)
+        atomic.write_text(out / "config.yaml", dump_yaml(cfg))
+        atomic.write_json(out / "proposal.json", result)
+        plot_pareto(values[:, -2], values[:, -1], result, out / "pareto.png", cfg.gain, cfg.forgetting)
+    return result
+
+
+def load_propose_config(path: str | Path, overrides: Sequence[str] = ()) -> ProposeConfig | FinetuneConfig:
+    """Read a propose config; ``mode: finetune`` selects fine-tuning mode."""
+    data, _ = read_yaml(path)
+    model = FinetuneConfig if data.get("mode") == "finetune" else ProposeConfig
+    return load_config(path, model, overrides)
+
+
+def load_fit_config(path: str | Path, overrides: Sequence[str] = ()) -> FitConfig:
+    """Read a fit config; relative table paths resolve against the config's folder when they exist there."""
+    cfg = load_config(path, FitConfig, overrides)
+    base = Path(path).parent
+    for field in ("ratios", "metrics"):
+        p = Path(getattr(cfg, field))
+        if not p.is_absolute() and not p.exists() and (base / p).exists():
+            cfg = cfg.model_copy(update={field: str(base / p)})
+    return cfg
+
+
+__all__ = ["FitConfig", "FitResult", "ProposeConfig", "FinetuneConfig", "fit", "fit_config", "fit_swarm",
+           "load_fit", "predict", "propose", "propose_finetune", "load_propose_config", "load_fit_config"]

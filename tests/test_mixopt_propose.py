@@ -1,0 +1,190 @@
+"""Proposals: known optima of convex log-linear surfaces, constraints, infeasibility, fine-tuning mode."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mixlab.errors import ConfigError, MixlabError
+from mixlab.mixopt.fit import FinetuneConfig, propose_finetune
+from mixlab.mixopt.propose import (
+    ConstraintsConfig,
+    Objective,
+    RepetitionConfig,
+    best_under_bound,
+    feasible_bounds,
+    optimize_mixture,
+    pareto_front,
+    project,
+)
+from mixlab.mixopt.regressors import LogLinearLaw, MixtureModel, make_regressor
+
+DOMS = ["a", "b", "c"]
+A = 3.0
+C = np.array([1.0, 2.0, 4.0])
+
+
+def _separable_model() -> MixtureModel:
+    """Metric j = exp(-A x_j); with objective weights C the optimum solves C_j A exp(-A x_j) = lambda."""
+    models = {}
+    for j in range(3):
+        law = LogLinearLaw()
+        law.c, law.sign, law.log_k, law.t = 0.0, 1.0, 0.0, -A * np.eye(3)[j]
+        models[f"m{j}"] = law
+    return MixtureModel("loglinear", DOMS, ["m0", "m1", "m2"], models)
+
+
+def _objective() -> Objective:
+    return Objective(["m0", "m1", "m2"], C / C.sum(), np.ones(3), np.zeros(3), np.ones(3))
+
+
+def _kkt(free: list[int], total: float) -> np.ndarray:
+    """Analytic optimum over the free domains sharing ``total``: x_j = total/k + (log C_j - mean log C)/A."""
+    lc = np.log(C[free])
+    return total / len(free) + (lc - lc.mean()) / A
+
+
+def _solve(cons: ConstraintsConfig, **kw) -> np.ndarray:
+    bounds = feasible_bounds(DOMS, cons)
+    x, info = optimize_mixture(_separable_model(), _objective(), bounds, np.full(3, 1 / 3),
+                               starts=np.empty((0, 3)), **kw)
+    assert info["method"] == "slsqp-exact" and info["convex"]
+    return x
+
+
+def test_unconstrained_optimum():
+    np.testing.assert_allclose(_solve(ConstraintsConfig()), _kkt([0, 1, 2], 1.0), atol=1e-5)
+
+
+def test_max_weight_binds():
+    x = _solve(ConstraintsConfig(max_weight={"c": 0.4}))
+    assert x[2] == pytest.approx(0.4, abs=1e-9)
+    np.testing.assert_allclose(x[:2], _kkt([0, 1], 0.6), atol=1e-5)
+
+
+def test_min_weight_binds():
+    x = _solve(ConstraintsConfig(min_weight=0.15))
+    assert x[0] == pytest.approx(0.15, abs=1e-9)
+    np.testing.assert_allclose(x[1:], _kkt([1, 2], 0.85), atol=1e-5)
+
+
+def test_fixed_domain():
+    x = _solve(ConstraintsConfig(fixed={"a": 0.2}))
+    assert x[0] == pytest.approx(0.2, abs=1e-12)
+    np.testing.assert_allclose(x[1:], _kkt([1, 2], 0.8), atol=1e-5)
+
+
+def test_repetition_cap():
+    rep = RepetitionConfig(target_tokens=100.0, max_epochs=2.0, available_tokens={"c": 15.0})  # c <= 0.3
+    x = _solve(ConstraintsConfig(repetition=rep))
+    assert x[2] == pytest.approx(0.3, abs=1e-9)
+    np.testing.assert_allclose(x[:2], _kkt([0, 1], 0.7), atol=1e-5)
+
+
+def test_kl_pull_towards_prior():
+    prior = np.array([0.6, 0.3, 0.1])
+    bounds = feasible_bounds(DOMS, ConstraintsConfig())
+    x, _ = optimize_mixture(_separable_model(), _objective(), bounds, prior, starts=np.empty((0, 3)),
+                            kl_to_prior=1e4)
+    np.testing.assert_allclose(x, prior, atol=1e-3)
+    x_mid, _ = optimize_mixture(_separable_model(), _objective(), bounds, prior, starts=np.empty((0, 3)),
+                                kl_to_prior=0.1)
+    free = _kkt([0, 1, 2], 1.0)
+    assert np.linalg.norm(x_mid - prior) < np.linalg.norm(free - prior)
+
+
+def test_search_path_with_gp_finds_the_optimum():
+    rng = np.random.default_rng(0)
+    X = rng.dirichlet(np.ones(3), size=80)
+    f = np.exp(-A * X) @ (C / C.sum())
+    model = MixtureModel("gp", DOMS, ["f"], {"f": make_regressor("gp").fit(X, f)})
+    obj = Objective(["f"], np.ones(1), np.ones(1), np.zeros(1), np.ones(1))
+    bounds = feasible_bounds(DOMS, ConstraintsConfig(max_weight={"c": 0.4}))
+    x, info = optimize_mixture(model, obj, bounds, np.full(3, 1 / 3), starts=X[:4], samples=2000, refine=4)
+    assert info["method"] == "search+slsqp"
+    assert x[2] <= 0.4 + 1e-9 and x.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(x, [*_kkt([0, 1], 0.6), 0.4], atol=0.03)
+
+
+@pytest.mark.parametrize("cons, pattern", [
+    (ConstraintsConfig(min_weight=0.4), r"minimum and fixed weights sum to 1\.2 > 1"),
+    (ConstraintsConfig(max_weight=0.3), r"largest allowed weights sum to 0\.9 < 1"),
+    (ConstraintsConfig(fixed={"a": 0.5}, max_weight={"a": 0.3}), r"fixed\.a = 0\.5 is outside"),
+    (ConstraintsConfig(repetition=RepetitionConfig(target_tokens=100, max_epochs=1,
+                                                   available_tokens={"a": 10, "b": 10, "c": 10})),
+     r"c <= 0\.1 \(repetition cap 1 epochs x 10 tokens / 100 target tokens\)"),
+    (ConstraintsConfig(max_weight={"web": 0.3}), r"unknown domain\(s\) \['web'\]"),
+    (ConstraintsConfig(min_weight={"a": 0.5}, max_weight={"a": 0.2}), r"a: min 0\.5 > max 0\.2"),
+])
+def test_infeasible_constraints(cons, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        feasible_bounds(DOMS, cons)
+
+
+def test_projection_is_feasible_and_idempotent():
+    rng = np.random.default_rng(1)
+    lo, hi = np.array([0.1, 0.0, 0.05]), np.array([0.5, 0.6, 0.3])
+    P = project(rng.normal(size=(200, 3)), lo, hi)
+    assert np.allclose(P.sum(axis=1), 1) and (P >= lo - 1e-12).all() and (P <= hi + 1e-12).all()
+    np.testing.assert_allclose(project(P, lo, hi), P, atol=1e-12)
+
+
+# ---------------------------------------------------------------- fine-tuning mode
+
+#          run  gain  forgetting
+HAND = [("F", 0.05, 0.005), ("A", 0.10, 0.010), ("C", 0.15, 0.020), ("D", 0.12, 0.025),
+        ("B", 0.20, 0.030), ("E", 0.25, 0.080), ("G", 0.09, 0.050)]
+
+
+def test_pareto_front_hand_example():
+    g = np.array([h[1] for h in HAND])
+    f = np.array([h[2] for h in HAND])
+    front = [HAND[i][0] for i in pareto_front(g, f)]
+    assert front == ["F", "A", "C", "B", "E"]  # D is beaten by C, G by A/C/B
+    assert HAND[best_under_bound(g, f, 0.025)][0] == "C"
+    assert HAND[best_under_bound(g, f, 0.03)][0] == "B"
+    assert best_under_bound(g, f, 0.001) is None
+
+
+def _results_csv(tmp_path):
+    lines = ["run,target,replay_web,anchor_coef,target_gain,forgetting"]
+    for i, (run, g, f) in enumerate(HAND):
+        t = 0.3 + 0.1 * i
+        lines.append(f"{run},{t:.2f},{1 - t:.2f},{0.1 * i:.1f},{g},{f}")
+    p = tmp_path / "results.csv"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def test_finetune_proposal_observed_and_model(tmp_path):
+    cfg = FinetuneConfig(mode="finetune", results=str(_results_csv(tmp_path)), mixture=["target", "replay_web"],
+                         scalars={"anchor_coef": (0.0, 0.6)}, max_forgetting=0.025, regressor="linear", samples=500)
+    res = propose_finetune(cfg, tmp_path / "out")
+    assert res["observed"]["best"]["run"] == "C"
+    assert [p["run"] for p in res["observed"]["pareto_front"]] == ["F", "A", "C", "B", "E"]
+    mb = res["model"]["best"]
+    assert mb["forgetting"] <= 0.025
+    assert mb["knobs"]["target"] + mb["knobs"]["replay_web"] == pytest.approx(1.0)
+    assert 0.0 <= mb["knobs"]["anchor_coef"] <= 0.6
+    saved = json.loads((tmp_path / "out" / "proposal.json").read_text())
+    assert saved["observed"]["best"]["run"] == "C"
+    assert (tmp_path / "out" / "pareto.png").stat().st_size > 1000
+
+
+def test_finetune_bound_too_tight(tmp_path):
+    cfg = FinetuneConfig(mode="finetune", results=str(_results_csv(tmp_path)), mixture=["target", "replay_web"],
+                         max_forgetting=0.001, regressor=None)
+    with pytest.raises(MixlabError, match=r"no run has forgetting <= 0\.001; the lowest is 0\.005 \(run 'F'\)"):
+        propose_finetune(cfg)
+
+
+def test_finetune_config_errors_name_the_field(tmp_path):
+    from mixlab.config import load_config
+    from mixlab.errors import ConfigError as CE
+
+    p = tmp_path / "ft.yaml"
+    p.write_text("mode: finetune\nresults: r.csv\nscalars:\n  anchor_coef: [1.0, 0.0]\nmax_forgetting: 0.1\n")
+    with pytest.raises(CE, match=r"ft\.yaml.*low < high"):
+        load_config(p, FinetuneConfig)
