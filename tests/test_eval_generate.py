@@ -175,7 +175,7 @@ def test_bad_generate_task_files_fail_at_load(tmp_path):
         load_task(_task_file(tmp_path, fewshot={"n": 2}))
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_smollm2_gets_a_nonzero_gsm8k_score(data_dir, tmp_path):
     """SmolLM2-135M-Instruct, zero-shot chain of thought in its chat template. Its published GSM8K
     accuracy is ~1-2%, so a non-zero score needs ~200 items (the first 16 scored 0/16 here)."""
