@@ -94,9 +94,10 @@ def build_sections(results: Iterable[Result], runs_meta: Sequence[RunMeta], base
     avg_imp, n_imp = tables.average_improvement(rows)
     incomparable = comparison.incomparable + [b for b in curve_bad if "task version changed" in b.reason] + score_bad
 
+    base_names = base if isinstance(base, str) else ", ".join(sorted(set(base.values())))
     overview = Section("Overview", [
-        f"{sum(len(s) for r in index.values() for s in r.values())} results from {len(index)} runs; base: "
-        f"{base if isinstance(base, str) else ', '.join(sorted(set(base.values())))}.",
+        f"{sum(len(s) for r in index.values() for s in r.values())} results from {len(index)} runs; "
+        + (f"base: {base_names}." if base_names else "no base model (a comparison of runs, e.g. mixtures)."),
         f"{len(comparison.changes)} benchmark comparisons against the base at each run's final checkpoint; "
         f"{len(incomparable)} pairs not compared (see 'Not compared').",
         f"Paired statistics: {config.n_boot} bootstrap resamples (seed {config.seed}), α = {config.alpha}; "
@@ -113,7 +114,8 @@ def build_sections(results: Iterable[Result], runs_meta: Sequence[RunMeta], base
                       "(mean of per-benchmark relative changes, direction-aware)."] if len(labels) > 1 else [],
                      [*tables.score_tables(rows, labels), tables.wins_table(rows, labels)])
     detail = Section("Change per benchmark", tables=[tables.changes_table(comparison.changes)])
-    sections = [overview, forgetting, scores, detail]
+    # without a base model (a pretraining mixture study) there is nothing to forget relative to
+    sections = [overview, forgetting, scores, detail] if base_names else [overview, scores]
     mix_t, mix_f = tables.mixture_table(runs_meta), plots.plot_mixture_bars(runs_meta)
     if mix_t is not None:
         sections.append(Section("Mixtures", tables=[mix_t], figures=[mix_f] if mix_f else []))
