@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -29,7 +30,15 @@ def load_config_file(path: str | Path, overrides: Iterable[str] = ()) -> DataCon
 def build(cfg: DataConfig, out: str | Path, progress: Callable[[str], None] | None = None) -> Path:
     """Build the mixture described by ``cfg`` and write it to ``out`` atomically; returns ``out``."""
     t0 = time.perf_counter()
-    result = build_mixture(cfg, progress=progress)
+    # Millions of small acyclic objects make the cyclic GC rescan the heap again and again: with it,
+    # benchmarks/data_build.py took x5.75 the time for x4 the records; without it, x3.8 (linear).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        result = build_mixture(cfg, progress=progress)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     t1 = time.perf_counter()
     meta = {**base_meta(cfg, cfg.seed), "timings": {"build_s": round(t1 - t0, 3)}}
     if progress:

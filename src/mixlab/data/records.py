@@ -8,6 +8,7 @@ when a record is read from a file (:func:`record_from_dict`), with errors that n
 from __future__ import annotations
 
 import gzip
+from sys import intern
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import orjson
 from mixlab.errors import DataError
 
 ANSWER_TYPES = ("numeric", "text", "code", "choice")
+_SHARED_META = ("source", "split")
 REQUIRED = ("id", "dataset", "domain", "question", "reference_answer", "answer_type")
 
 
@@ -99,9 +101,14 @@ def record_from_dict(d: Any, path: str | Path = "<dict>", line: int | None = Non
     extra = set(d) - set(REQUIRED) - {"choices", "label", "solution", "metadata"}
     if extra:
         raise DataError(f"unknown field(s) {', '.join(sorted(extra))}; put extra information under 'metadata'", path, line)
+    for k in _SHARED_META:
+        v = meta.get(k)
+        if type(v) is str:
+            meta[k] = intern(v)
+    # Values repeated on every record of a dataset are interned: one string object instead of a million.
     return Record(
-        id=d["id"], dataset=d["dataset"], domain=d["domain"], question=d["question"],
-        reference_answer=d["reference_answer"], answer_type=d["answer_type"], choices=choices,
+        id=d["id"], dataset=intern(d["dataset"]), domain=intern(d["domain"]), question=d["question"],
+        reference_answer=d["reference_answer"], answer_type=intern(d["answer_type"]), choices=choices,
         label=label, solution=d.get("solution"), metadata=meta,
     )
 
