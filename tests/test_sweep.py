@@ -210,18 +210,27 @@ def _lines(counter: Path) -> list[tuple[str, str]]:
 
 
 def _check_complete(cfg: S.SweepConfig, reference_cfg: S.SweepConfig) -> list[dict]:
+    """The store holds exactly the reference's (unit, task) rows, all done with the same result key,
+    the same numbers, and one computed-or-reused event each (each result recorded exactly once)."""
+    exp = S.resolve(cfg)
+    expected = {(u.unit, t) for u in exp.units for t, _ in exp.task_keys()}
+    assert len(expected) == 14
     with St.Store(Path(cfg.out) / "store.sqlite") as store, \
             St.Store(Path(reference_cfg.out) / "store.sqlite") as ref:
-        want = [r for r in _values(ref.results()) if r[2] != "too_long"]
-        assert _values(store.results()) == want  # nothing lost, values equal an uninterrupted run
-        tasks = store.task_rows()
-        events = store.events()
-    pairs = Counter((t["unit"], t["task"]) for t in tasks)
-    assert len(pairs) == 14 and set(pairs.values()) == {1} and {t["status"] for t in tasks} == {"done"}
+        tasks, rows, events = store.task_rows(), store.results(), store.events()
+        ref_tasks, ref_rows = ref.task_rows(), ref.results()
+    # rows first: results() reaches numbers only through done task rows, so compare those directly
+    have = {(t["unit"], t["task"]): (t["status"], t["key"], t["task_hash"]) for t in tasks}
+    assert len(have) == len(tasks) and set(have) == expected, sorted(expected ^ set(have))
+    assert have == {(t["unit"], t["task"]): (t["status"], t["key"], t["task_hash"])
+                    for t in ref_tasks if (t["unit"], t["task"]) in expected}
+    assert {status for status, _, _ in have.values()} == {"done"}
+    want = [r for r in _values(ref_rows) if r[2] != "too_long"]
+    assert len(want) == 9 * 4 and _values(rows) == want  # nothing lost, values equal an uninterrupted run
     files = sorted(Path(cfg.out).glob("evals/*/step-*/tasks/*/result.json"))
     assert len(files) == 14
     finished = Counter((e["unit"], e["task"]) for e in events if e["event"] in ("computed", "reused"))
-    assert len(finished) == 14 and set(finished.values()) == {1}  # each result recorded exactly once
+    assert set(finished) == expected and set(finished.values()) == {1}, finished  # each recorded exactly once
     return events
 
 
@@ -251,6 +260,56 @@ def test_kill_and_resume_loses_and_duplicates_nothing(world, reference, tmp_path
     # the killed workers' claims were taken over at once (their pids are gone)
     assert {e["owner"].split(":")[1] for e in events if e["event"] == "claimed"} >= {str(proc.pid)}
     assert {s.state for s in S.status(cfg)} == {"done"}
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL: no ``except Exception`` in the worker catches it."""
+
+
+def test_result_written_but_not_recorded_is_recorded_once_on_restart(world, reference, tmp_path, monkeypatch):
+    """A worker dies between the runner's atomic write of ``result.json`` and the database insert:
+    the next worker records that file at start-up without scoring it again, and logs it once."""
+    cfg = S.load_sweep_config(_config(world, tmp_path / "cut"), ["checkpoints={last: true, steps: [0]}"])
+    exp = S.resolve(cfg)
+    assert [u.unit for u in exp.units] == ["base/step-0", "ft_a/step-30", "ft_b/step-30"]
+    real_add, calls = St.Store.add_result, []
+
+    def dies_before_recording(self, unit, result, path, *a, **k):
+        calls.append((unit, result["task"]["name"], Path(path)))
+        if len(calls) == 2:
+            raise _Killed
+        return real_add(self, unit, result, path, *a, **k)
+
+    monkeypatch.setattr(St.Store, "add_result", dies_before_recording)
+    with pytest.raises(_Killed):
+        S.work(cfg)
+    monkeypatch.undo()
+    lost_unit, lost_task, lost_file = calls[1]
+    assert lost_file.is_file()
+    with St.Store(exp.store_path) as store:
+        assert [(t["unit"], t["task"]) for t in store.task_rows()] == [calls[0][:2]]
+        # while another live worker holds the claim, the file is its to record: start-up leaves it
+        hashes = dict(exp.task_keys())
+        assert store.try_claim(lost_unit, [(lost_task, hashes[lost_task])], "other", 30, None) == lost_task
+        assert store.sync_unit_dir(Path(lost_file).parents[2], "me", 30) == []
+        assert len(store.task_rows()) == 1
+        store.release("other")  # the claimer died (SIGKILLed claims are dead: their pid is gone)
+
+    report = S.work(cfg)
+    assert report.reused == [(lost_unit, lost_task)] and len(report.computed) == 4 and not report.failed
+    with St.Store(exp.store_path) as store, St.Store(Path(reference[0].out) / "store.sqlite") as ref:
+        rows = {(t["unit"], t["task"]): t["status"] for t in store.task_rows()}
+        assert rows == {(u.unit, t): "done" for u in exp.units for t in hashes}
+        assert _values(store.results()) == [r for r in _values(ref.results())
+                                            if r[2] != "too_long" and r[1] in (0, 30)]
+        finished = [(e["unit"], e["task"], e["event"]) for e in store.events() if e["event"] in ("computed", "reused")]
+        assert sorted(finished) == sorted([(*calls[0][:2], "computed"), (lost_unit, lost_task, "reused"),
+                                           *((u, t, "computed") for u, t in report.computed)])
+        assert len(finished) == 6
+        # a file its worker records after another's start-up scan is not recorded a second time
+        monkeypatch.setattr(St.Store, "_done_tasks", lambda self, unit: set())
+        assert store.sync_unit_dir(Path(lost_file).parents[2], "late", 30) == []
+        assert not [e for e in store.events() if e["owner"] == "late"]
 
 
 @pytest.mark.slow

@@ -199,26 +199,64 @@ class Store:
 
     def index_unit_dir(self, unit_dir: str | Path, only_new: bool = False) -> Unit | None:
         """Index a unit directory's ``unit.json`` and every task result or error in it
-        (``only_new``: skip tasks the store already has as done, so a sweep's start-up sync reads
-        only the files a killed worker may have left unrecorded)."""
+        (``only_new``: skip tasks the store already has as done). No events are logged: this is
+        how :func:`rebuild` recreates the index from files; a sweep's start-up uses
+        :meth:`sync_unit_dir`, which records what it takes over in the audit log."""
         unit_dir = Path(unit_dir)
         u = read_unit(unit_dir)
         if u is None:
             return None
-        known = set()
-        if only_new:
-            known = {r[0] for r in self.db.execute("SELECT task FROM tasks WHERE unit = ? AND status = 'done'", (u.unit,))}
-        found = _scan_tasks(unit_dir, known)
+        found = _scan_tasks(unit_dir, self._done_tasks(u.unit) if only_new else set())
         with self.transaction() as db:
             _put_unit(db, u)
             for task_dir, kind, content in found:
                 if kind == "result":
                     _put_result(db, u.unit, content, task_dir / "result.json")
-                elif not _has_done(db, u.unit, task_dir.name):
-                    db.execute("INSERT OR REPLACE INTO tasks (unit, task, status, error, path, updated) "
-                               "VALUES (?,?,?,?,?,?)", (u.unit, task_dir.name, "failed", content.get("error"),
-                                                        str(task_dir / "error.json"), _mtime(task_dir / "error.json")))
+                else:
+                    _put_error(db, u.unit, task_dir, content)
         return u
+
+    def sync_unit_dir(self, unit_dir: str | Path, owner: str, claim_timeout_s: float) -> list[str]:
+        """A sweep worker's start-up sync of one unit directory: index its ``unit.json`` and the
+        task files the store does not have as done (left by a worker killed between writing
+        ``result.json`` and recording it); returns the tasks whose results it recorded.
+
+        Each recorded result is logged as ``reused`` by ``owner``: it is the one time that result
+        enters the store, so the audit log still shows every finished (unit, task) exactly once.
+        A file whose task another worker holds a live claim on is left to that worker (it is
+        between writing the file and recording it, and logs it itself; if it dies, whoever claims
+        the task next reuses the file through the runner), and a file recorded by a concurrent
+        worker after the scan is not recorded twice.
+        """
+        unit_dir = Path(unit_dir)
+        u = read_unit(unit_dir)
+        if u is None:
+            return []
+        found = _scan_tasks(unit_dir, self._done_tasks(u.unit))
+        host, recorded = socket.gethostname(), []
+        with self.transaction() as db:
+            now = time.time()  # after the write lock is ours: claims are judged as they stand now
+            _put_unit(db, u)
+            for task_dir, kind, content in found:
+                task = task_dir.name
+                claim = db.execute("SELECT * FROM claims WHERE unit = ? AND task = ?", (u.unit, task)).fetchone()
+                if claim is not None and claim["owner"] != owner and _live(claim, now, claim_timeout_s, host):
+                    continue
+                if kind == "error":
+                    _put_error(db, u.unit, task_dir, content)
+                    continue
+                path = task_dir / "result.json"
+                row = db.execute("SELECT key, path FROM tasks WHERE unit = ? AND task = ? AND status = 'done'",
+                                 (u.unit, task)).fetchone()
+                if row is not None and row["key"] == content.get("key") and row["path"] == str(path):
+                    continue  # recorded (and logged) by its worker after our scan
+                _put_result(db, u.unit, content, path)
+                _log(db, owner, u.unit, task, "reused", f"recorded at start-up from {path}")
+                recorded.append(task)
+        return recorded
+
+    def _done_tasks(self, unit: str) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT task FROM tasks WHERE unit = ? AND status = 'done'", (unit,))}
 
     # ------------------------------------------------------------ claims
 
@@ -386,6 +424,14 @@ def _put_result(db: sqlite3.Connection, unit: str, result: dict[str, Any], path:
         db.execute("INSERT INTO results VALUES (?,?,?,?,?,?,?,?)",
                    (unit, task, metric, _finite(value), int(result.get("n", 0)), _finite(stderr.get(metric)),
                     int(higher_is_better(metric)), items))
+
+
+def _put_error(db: sqlite3.Connection, unit: str, task_dir: Path, content: dict[str, Any]) -> None:
+    """Record a task's ``error.json`` as failed, unless the task has a result (that wins)."""
+    if not _has_done(db, unit, task_dir.name):
+        path = task_dir / "error.json"
+        db.execute("INSERT OR REPLACE INTO tasks (unit, task, status, error, path, updated) VALUES (?,?,?,?,?,?)",
+                   (unit, task_dir.name, "failed", content.get("error"), str(path), _mtime(path)))
 
 
 def _log(db: sqlite3.Connection, owner: str, unit: str, task: str, event: str, detail: str | None) -> None:

@@ -12,9 +12,10 @@ How exactly-once holds: a worker takes a *claim* on a (checkpoint, task) in one 
 before computing it, keeps its claims alive with a heartbeat thread, and records the result and drops
 the claim in one transaction after the runner has written ``result.json`` atomically. A worker
 killed at any moment (SIGKILL included) leaves either no file (the task is recomputed) or a complete
-file that the next worker indexes without scoring again (the runner reuses a finished result with
-the same key); its claims die with it (same host: its pid is gone; elsewhere: the heartbeat goes
-stale after ``claim_timeout_s``). Two sweeps of the same experiment share the store and split the
+file that the next worker records without scoring again: at start-up (logged as ``reused``), or,
+while the dead worker's claim still looks live, once the claim is taken over (the runner reuses a
+finished result with the same key). Its claims die with it (same host: its pid is gone; elsewhere:
+the heartbeat goes stale after ``claim_timeout_s``). Two sweeps of the same experiment share the store and split the
 work through the claims.
 
 Backends (issue 10 adds ray / slurm): a backend only has to start workers that call :func:`work`
@@ -255,9 +256,11 @@ def _run_checkpoints(cfg: SweepConfig, name: str, run_dir: Path, found: list[tup
     return out
 
 
-def _write_unit_files(exp: Experiment, store: Store) -> None:
-    """Write each checkpoint's ``unit.json`` (once; atomically) and index what its folder already
-    holds, so results written by a killed worker before it reached the database count as done."""
+def _write_unit_files(exp: Experiment, store: Store, owner: str) -> list[tuple[str, str]]:
+    """Write each checkpoint's ``unit.json`` (once; atomically) and sync what its folder already
+    holds, so results written by a killed worker before it reached the database count as done
+    (and are logged once, as reused by ``owner``); returns those (unit, task) pairs."""
+    recovered: list[tuple[str, str]] = []
     for c in exp.checkpoints:
         u = c.unit
         path = Path(u.dir) / UNIT_FILE
@@ -268,7 +271,8 @@ def _write_unit_files(exp: Experiment, store: Store) -> None:
             have = None
         if have != want:
             atomic.write_json(path, want)
-        store.index_unit_dir(u.dir, only_new=True)
+        recovered += [(u.unit, t) for t in store.sync_unit_dir(u.dir, owner, exp.cfg.claim_timeout_s)]
+    return recovered
 
 
 # ---------------------------------------------------------------- the worker
@@ -325,7 +329,7 @@ def work(cfg: SweepConfig, owner: str | None = None, progress: Progress | None =
     report, t0 = WorkerReport(owner), time.perf_counter()
     retry_before = time.time() if cfg.retry_failed else None
     with Store(exp.store_path) as store:
-        _write_unit_files(exp, store)
+        report.reused += _write_unit_files(exp, store, owner)
         specs = {s.name: s for s in exp.specs}
         with _Heartbeat(exp.store_path, owner, cfg.heartbeat_s):
             try:
