@@ -14,6 +14,8 @@ under the mixlab cache before the harness module is imported.
 
 from __future__ import annotations
 
+import random
+
 import dataclasses
 import functools
 import json
@@ -149,13 +151,21 @@ def score_response(item: IFEvalItem, response: str) -> IFEvalScore:
     """
     utils = harness()
     example = utils.InputExample(item.key, item.instruction_id_list, item.prompt, item.kwargs)
+    # lm-eval's build_description() draws from the global `random` for arguments a prompt leaves
+    # unset, so strict and loose could check different instructions (seen: loose < strict). Both
+    # checks start from the same seed; the caller's random state is restored.
+    state = random.getstate()
     try:
+        random.seed(0)
         strict = utils.test_instruction_following_strict(example, response).follow_instruction_list
+        random.seed(0)
         loose = utils.test_instruction_following_loose(example, response).follow_instruction_list
     except Exception as e:  # noqa: BLE001 - a checker crashing on odd text scores 0, recorded
         failed = [False] * len(item.instruction_id_list)
         why = f"{type(e).__name__}: {e}"
         return IFEvalScore(item.key, item.instruction_id_list, failed, failed, why)
+    finally:
+        random.setstate(state)
     return IFEvalScore(item.key, item.instruction_id_list, list(strict), list(loose))
 
 
