@@ -1,0 +1,68 @@
+"""`mixlab finetune`: a thin layer over :mod:`mixlab.train.sft`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import TextColumn
+
+from mixlab.cli.common import SetOption, console, err_console, progress
+from mixlab.cli.pretrain import CONFIG_KINDS, ConfigKind
+from mixlab.config import config_hash
+from mixlab.errors import ConfigError
+
+# `mixlab validate` learns the finetune kind once this module is imported (marker key: `method`).
+CONFIG_KINDS.setdefault("finetune", ConfigKind("mixlab.train.sft:FinetuneConfig", frozenset({"method"})))
+
+
+def run_finetune(config: Path, out: Path | None, overrides: list[str], dry_run: bool) -> None:
+    """Load the config, then print the plan (``dry_run``) or train with a progress bar."""
+    from mixlab.train import sft as recipe
+
+    cfg = recipe.load_finetune_config(config, overrides)
+    if cfg.train.threads:
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)
+    if dry_run:
+        with err_console.status("loading model and data") as st:
+            prep = recipe.prepare(cfg, status=lambda m: st.update(m))
+        console.print(recipe.format_plan(prep), soft_wrap=True, highlight=False)
+        console.print(f"config hash  {config_hash(cfg)}" + (f"; would write {out}" if out else ""),
+                      soft_wrap=True, highlight=False)
+        return
+    if out is None:
+        raise ConfigError("--out DIR is required to train (or pass --dry-run to print the plan)")
+    if recipe.is_complete(cfg, out):
+        console.print(f"already complete: {out} (same config hash); nothing to do", soft_wrap=True, highlight=False)
+        return
+    with progress(TextColumn("{task.fields[loss]}")) as bar:
+        task = bar.add_task("setup", total=None, loss="")
+
+        def on_step(info) -> None:
+            extra = {"loss": f"loss {info.loss:.3f}"} if info.loss is not None else {}
+            bar.update(task, description=f"finetune ({cfg.method})", total=info.total_steps,
+                       completed=info.step, **extra)
+
+        result = recipe.finetune(cfg, out, on_step=on_step, status=lambda m: bar.update(task, description=m))
+    console.print(f"done: {result.steps} steps -> {result.final_checkpoint}"
+                  + (" (stopped early)" if result.stopped_early else ""), soft_wrap=True, highlight=False)
+    if result.best_checkpoint:
+        console.print(f"best checkpoint: {result.best_checkpoint}", soft_wrap=True, highlight=False)
+    console.print(f"wall time: {result.timings}", soft_wrap=True, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("finetune")
+    def finetune_cmd(
+        config: Path = typer.Argument(..., help="Fine-tuning config (YAML), e.g. configs/finetune/toyworld_sft.yaml"),
+        out: Path = typer.Option(None, "--out", help="Run directory; a run there with checkpoints is resumed."),
+        overrides: list[str] = SetOption,
+        dry_run: bool = typer.Option(False, "--dry-run", help="Check data and model, print the plan; train nothing."),
+    ) -> None:
+        """Fine-tune a base model (sft, lora; anchor, replay, early stopping) on prompt/completion records.
+
+        Example: mixlab finetune configs/finetune/toyworld_sft.yaml --out runs/ft_sft
+        """
+        run_finetune(config, out, overrides or [], dry_run)
