@@ -66,6 +66,26 @@ def write_config(run_dir: Path, cfg: BaseModel) -> Path:
     return atomic.write_text(Path(run_dir) / "config.yaml", dump_yaml(cfg))
 
 
+def check_run_dir(out: Path, cfg: BaseModel) -> dict[str, Any] | None:
+    """The existing ``meta.json`` of run directory ``out`` if it belongs to the same config (so the run
+    resumes), None for a new directory, and an error if ``out`` holds another config's run."""
+    import json
+
+    from mixlab.errors import MixlabError
+    from mixlab.train import checkpoint
+
+    meta_path = Path(out) / "meta.json"
+    if not meta_path.is_file():
+        if checkpoint.latest(out) is not None:
+            raise MixlabError(f"{out} holds checkpoints but no meta.json; use a new --out directory")
+        return None
+    meta = json.loads(meta_path.read_text())
+    if meta.get("config_hash") != config_hash(cfg):
+        raise MixlabError(f"{out} holds a run of a different config (hash {meta.get('config_hash')} != "
+                          f"{config_hash(cfg)}); use a new --out directory or the original config")
+    return meta
+
+
 class Timer:
     """Accumulates wall time per named stage (training, evaluation, checkpoint_io, ...)."""
 

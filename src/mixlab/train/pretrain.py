@@ -37,7 +37,7 @@ from mixlab.models.registry import (
     total_params,
     train_flops_per_token,
 )
-from mixlab.runs.rundir import base_meta, write_config
+from mixlab.runs.rundir import base_meta, check_run_dir, write_config
 from mixlab.train import checkpoint
 from mixlab.train.loop import Hooks, LoopConfig, StepInfo, train
 from mixlab.train.sampler import Allocation, MixtureSampler
@@ -334,25 +334,9 @@ class PretrainResult:
     skipped: bool = False
 
 
-def _check_run_dir(out: Path, cfg: PretrainConfig) -> dict | None:
-    """Existing meta.json of ``out`` if it belongs to the same config; an error if it does not."""
-    meta_path = out / "meta.json"
-    if not meta_path.is_file():
-        if checkpoint.latest(out) is not None:
-            raise MixlabError(f"{out} holds checkpoints but no meta.json; use a new --out directory")
-        return None
-    import json
-
-    meta = json.loads(meta_path.read_text())
-    if meta.get("config_hash") != config_hash(cfg):
-        raise MixlabError(f"{out} holds a run of a different config (hash {meta.get('config_hash')} != "
-                          f"{config_hash(cfg)}); use a new --out directory or the original config")
-    return meta
-
-
 def is_complete(cfg: PretrainConfig, out: str | Path) -> bool:
     """True when ``out`` holds a finished run of this config (``pretrain`` would skip it)."""
-    meta = _check_run_dir(Path(out), cfg)
+    meta = check_run_dir(Path(out), cfg)
     return bool(meta and meta.get("status") == "complete")
 
 
@@ -366,7 +350,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, on_step: Callable[[StepInfo],
     """Run (or resume, or skip when finished) the pretraining described by ``cfg`` in ``out``."""
     out = Path(out)
     say = status or (lambda _m: None)
-    meta = _check_run_dir(out, cfg)
+    meta = check_run_dir(out, cfg)
     if meta and meta.get("status") == "complete":
         final = Path(meta["final_checkpoint"])
         return PretrainResult(out, out / final, meta["steps"], meta["tokens"]["trained"],

@@ -40,7 +40,8 @@ from mixlab.runs.rundir import base_meta, write_config
 from mixlab.train import checkpoint
 from mixlab.train.loop import Hooks, LoopConfig, StepInfo, train
 from mixlab.train.objectives import AnchorConfig, Reference, SFTLoss
-from mixlab.train.pretrain import _check_run_dir, resolve_device
+from mixlab.runs.rundir import check_run_dir
+from mixlab.train.pretrain import resolve_device
 from mixlab.train.schedule import ScheduleConfig
 from mixlab.train.sft_data import DataSection, SFTBatches, SFTData, build_sft_data
 
@@ -517,7 +518,7 @@ def finetune(cfg: FinetuneConfig, out: str | Path, on_step: Callable[[StepInfo],
     """
     out = Path(out)
     say = status or (lambda _m: None)
-    meta = _check_run_dir(out, cfg)  # type: ignore[arg-type]
+    meta = check_run_dir(out, cfg)
     if meta and meta.get("status") == "complete":
         best = meta.get("best_checkpoint")
         return FinetuneResult(out, out / meta["final_checkpoint"], out / best if best else None, meta["steps"],
@@ -621,5 +622,5 @@ def _timings(loop: dict[str, float], eval_s: float, io_s: float, best_io_s: floa
 
 def is_complete(cfg: FinetuneConfig, out: str | Path) -> bool:
     """True when ``out`` holds a finished run of this config (``finetune`` would skip it)."""
-    meta = _check_run_dir(Path(out), cfg)  # type: ignore[arg-type]
+    meta = check_run_dir(Path(out), cfg)
     return bool(meta and meta.get("status") == "complete")
