@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from mixlab.cli.common import console, err_console
+from mixlab.cli.common import err_console
 from mixlab.errors import MixlabError
 
 app = typer.Typer(

@@ -8,11 +8,9 @@ write everything into a temporary directory that is renamed into place only when
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -22,7 +20,7 @@ from mixlab.data import contamination, mix
 from mixlab.data.records import Record, make_id, read_records
 from mixlab.data.sources import available, load_records
 from mixlab.data.split import split_records
-from mixlab.errors import ConfigError, DataError
+from mixlab.errors import DataError
 
 # ---------------------------------------------------------------- config
 

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from mixlab import atomic
-from mixlab.config import StrictModel, config_hash, load_config
+from mixlab.config import StrictModel, load_config
 from mixlab.data.text import TextSourceConfig, TokenizedSource, head_bytes, load_source, priors, tokenize_source
-from mixlab.errors import ConfigError, MixlabError
+from mixlab.errors import ConfigError
 from mixlab.eval.metrics import bits_per_byte
 from mixlab.models import tokenizer as toklib
 from mixlab.models.registry import (
