@@ -91,6 +91,40 @@ def test_total_mode_sample_ratio_and_replay(tmp_path, files):
     assert info["counts"]["unique_train"] < 1500  # code and qa pools are upsampled
 
 
+def test_replay_mixes_a_named_source_at_its_fraction(tmp_path, files):
+    cfg_path = _config(tmp_path, files, replay={"dataset": "toyworld_prose", "fraction": 0.2})
+    out = build(load_config_file(cfg_path), tmp_path / "r")
+    info = read_info(out)
+    train = read_records(out / "mixed" / "train.jsonl")
+    replayed = [r for r in train if r.metadata.get("replay")]
+    assert {r.dataset for r in replayed} == {"toyworld_prose"}
+    assert info["replay"]["count"] == len(replayed)
+    assert abs(len(replayed) / len(train) - 0.2) < 0.005
+    assert info["replay"]["realized_fraction"] == pytest.approx(len(replayed) / len(train))
+    # replay does not change the ratios of the target domains
+    assert abs(info["realized_ratios"]["math"] - 0.4) < 0.005
+
+
+def _leaky_config(tmp_path, files, action):
+    # questions of different datasets share the 4-gram "<i> about item <j>"; with exact-only grouping
+    # in the split, some of those land on both sides and the 4-gram check must see them
+    return _config(tmp_path, files, split={"group_ngram": 0}, contamination={"ngram": 4, "action": action})
+
+
+def test_contamination_fail_stops_the_build_and_writes_nothing(tmp_path, files, capsys):
+    report = read_info(build(load_config_file(_leaky_config(tmp_path, files, "report")), tmp_path / "rep"))
+    assert report["contamination"]["train_test_ngram_overlap"] > 0
+    _expect_error(capsys, ["data", "build", str(_leaky_config(tmp_path, files, "fail")), "--out", str(tmp_path / "f")],
+                  "contamination check failed", "test/")
+    assert not (tmp_path / "f").exists()
+
+
+def test_contamination_drop_removes_overlapping_items_before_mixing(tmp_path, files):
+    info = read_info(build(load_config_file(_leaky_config(tmp_path, files, "drop")), tmp_path / "d"))
+    assert info["contamination"]["dropped_before_mixing"] > 0
+    assert info["contamination"]["train_test_ngram_overlap"] == 0
+
+
 def test_cli_build_and_inspect(tmp_path, files, capsys):
     cfg_path = _config(tmp_path, files)
     assert main(["data", "build", str(cfg_path), "--out", str(tmp_path / "cli"), "--set", "mix.sample_ratio=0.5"]) == 0

@@ -148,3 +148,43 @@ def test_gram_hasher_finds_exactly_the_shared_ngrams():
     shared = sorted(sorted(v) for v in grams.values() if len(v) > 1)
     assert shared == [[0, 1], [0, 2]]  # "a b c" and "c d e"
     assert len(np.unique(h)) == 6
+
+
+def test_a_solution_quoting_another_question_keeps_both_on_one_side():
+    # MATH solutions repeat other problems' Asymptote figures: the contamination check counts a
+    # 13-gram shared between a training solution and a test question, so the split groups them
+    figure = "unitsize 0 3 cm pair a b c d e f h a 5 12 b 0 0 c 14 0 draw a b c cycle"
+    quoted = [Record(make_id("q", k), "q", "d", f"problem {k} find the area", "1", "numeric",
+                     solution=f"draw it {figure} {k} so the area is 1", metadata={"original_id": str(k), "source": "mem"})
+              for k in range(600)]
+    owners = [rec("o", k, q=f"figure {k} {figure} {k} what is h") for k in range(600)]
+    s = split_records(quoted + owners, 1 / 6, seed=5, ngram=13)
+    assert s.groups_merged == 1200 - 1  # every record shares the figure's grams: one group
+    assert len(s.test) in (0, 1200)
+    # distinct figures per pair: 600 groups of two, each on one side, about 1/6 of them in test
+    def fig(k: int) -> str:
+        return " ".join(f"p{k}x{j}" for j in range(14))
+
+    quoted = [Record(make_id("q", k), "q", "d", f"problem {k} find the area", "1", "numeric",
+                     solution=f"draw it {fig(k)} so", metadata={"original_id": str(k), "source": "mem"})
+              for k in range(600)]
+    owners = [rec("o", k, q=f"{fig(k)} what is h") for k in range(600)]
+    s = split_records(quoted + owners, 1 / 6, seed=5, ngram=13)
+    assert s.groups_merged == 600
+    test_ids = {r.id for r in s.test}
+    assert all((q.id in test_ids) == (o.id in test_ids) for q, o in zip(quoted, owners))
+    assert 0.1 < len(s.test) / 1200 < 0.24
+    # without solutions the pairs are split independently, and some straddle the line
+    plain = [Record(q.id, q.dataset, q.domain, q.question, "1", "numeric", metadata=q.metadata) for q in quoted]
+    test_ids = {r.id for r in split_records(plain + owners, 1 / 6, seed=5, ngram=13).test}
+    assert any((q.id in test_ids) != (o.id in test_ids) for q, o in zip(plain, owners))
+
+
+def test_official_split_keeps_the_published_sides():
+    rows = [Record(make_id("m", i), "m", "d", f"q {i}", "1", "numeric",
+                   metadata={"original_id": str(i), "source": "mem", "split": "train" if i % 3 else "test"}) for i in range(30)]
+    s = split_records(rows, 1 / 6, seed=0, mode="official")
+    assert [r.id for r in s.test] == [r.id for r in rows if r.metadata["split"] == "test"]
+    assert len(s.train) == 20
+    with pytest.raises(Exception, match="no official train split"):
+        split_records([r for r in rows if r.metadata["split"] == "test"], 1 / 6, seed=0, mode="official")

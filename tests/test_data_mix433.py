@@ -53,6 +53,8 @@ def test_zero_train_test_overlap(built):
     assert not grams(train) & grams(test)
     info = read_info(out)
     assert info["contamination"]["train_test_overlap"] == 0
+    # nor does any training question + worked solution (the contamination check's text)
+    assert info["contamination"]["train_test_ngram_overlap"] == 0
     assert sum(info["counts"]["test"].values()) == len(test)
 
 

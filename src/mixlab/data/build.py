@@ -291,7 +291,8 @@ def _info(cfg, train, test, pools, plans, merged, report, dropped, replay_info) 
             "overlaps": [o.to_dict() for o in report],
             # leaks: identical questions (after normalization) on both sides of the split
             "train_test_overlap": sum(o.normalized for o in report if o.reference.startswith("test/")),
-            # n-gram matches also count shared boilerplate (e.g. Asymptote code in MATH solutions)
+            # training question + solution sharing an n-gram with a test question; the split groups
+            # such pairs (see mixlab.data.split), so this is 0 when split.group_ngram == contamination.ngram
             "train_test_ngram_overlap": sum(o.ngram for o in report if o.reference.startswith("test/")),
         },
         "config": config_dict(cfg),

@@ -2,7 +2,9 @@
 
 Each record gets a number ``u`` in [0, 1) from a hash of ``(seed, dataset, original id)``; it goes
 to test when ``u < test_fraction``. Records whose questions are identical after normalization, or
-share a word n-gram (13 by default, the length decontamination checks use), form a group, and the
+share a word n-gram (13 by default, the length decontamination checks use), or where one record's
+question + worked solution contains an n-gram of the other's question (the contamination check's
+definition of an n-gram overlap, see :mod:`mixlab.data.contamination`), form a group, and the
 whole group takes the side of one representative member (the one with the smallest second hash) —
 so a duplicate can never sit on both sides, and a group of any size lands in test with probability
 ``test_fraction``. Adding records never moves an existing record, with one exception that keeps the
@@ -44,11 +46,13 @@ class SplitResult:
     groups_merged: int  # duplicate groups with more than one member
 
 
-def _groups(questions: Sequence[str], ngram: int) -> np.ndarray:
+def _groups(questions: Sequence[str], ngram: int, solutions: Sequence[str | None] | None = None) -> np.ndarray:
     """Group label per record: same normalized question, or (``ngram > 0``) a shared word n-gram.
 
     Near-duplicates (templated or lightly edited questions, common in MATH and MBPP) then share a
-    side too, so a 13-gram overlap check finds no train/test leak. Connected components of the
+    side too, so a 13-gram overlap check finds no train/test leak. With ``solutions``, a record whose
+    question + solution text contains an n-gram of another record's question joins its group as well
+    (MATH solutions repeat the Asymptote figures of other problems). Connected components of the
     "shares a key" graph are found with scipy, and grams are hashed with numpy (see GramHasher).
     """
     n = len(questions)
@@ -78,12 +82,50 @@ def _groups(questions: Sequence[str], ngram: int) -> np.ndarray:
         owners.clear()
         del order
         same = (h[1:] == h[:-1]) & (owner[1:] != owner[:-1])
-        del h
         a.append(owner[:-1][same])
         b.append(owner[1:][same])
+        if solutions is not None:
+            sa, sb = _solution_edges(questions, solutions, h, owner, hasher)
+            a.append(sa)
+            b.append(sb)
+        del h, owner
     rows, cols = np.concatenate(a), np.concatenate(b)
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
     return connected_components(graph, directed=False)[1]
+
+
+def _solution_edges(questions: Sequence[str], solutions: Sequence[str | None], q_hashes: np.ndarray,
+                    q_owner: np.ndarray, hasher: GramHasher) -> tuple[np.ndarray, np.ndarray]:
+    """Edges (i, j) where record i's question + solution holds an n-gram of record j's question.
+
+    ``q_hashes`` are the sorted question-gram hashes and ``q_owner`` their records. The text is
+    built as the contamination check builds it, so a split with these edges has no train/test
+    n-gram overlap by that check's definition. A record that repeats an earlier (question,
+    solution) pair adds nothing and is skipped.
+    """
+    todo: list[int] = []
+    seen: set[int] = set()
+    for i, sol in enumerate(solutions):
+        key = hash((questions[i], sol))
+        if sol and key not in seen:
+            seen.add(key)
+            todo.append(i)
+    del seen
+    a, b = [], []
+    for start in range(0, len(todo), _CHUNK):
+        idx = todo[start : start + _CHUNK]
+        texts = [normalize_text(questions[i]) + " " + normalize_text(solutions[i]) for i in idx]
+        h, owner = hasher.hashes(texts)
+        if not len(h) or not len(q_hashes):
+            continue
+        pos = np.searchsorted(q_hashes, h)
+        pos[pos == len(q_hashes)] = 0
+        hit = q_hashes[pos] == h
+        a.append(np.asarray(idx, dtype=np.int64)[owner[hit]])
+        b.append(q_owner[pos[hit]].astype(np.int64))
+    if not a:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(a), np.concatenate(b)
 
 
 def split_records(records: Sequence[Record], test_fraction: float, seed: int, mode: str = "hash",
@@ -97,7 +139,7 @@ def split_records(records: Sequence[Record], test_fraction: float, seed: int, mo
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     if not records:
         return SplitResult([], [], 0)
-    labels = _groups([r.question for r in records], ngram)
+    labels = _groups([r.question for r in records], ngram, [r.solution for r in records])
     # A group follows its representative: the member with the smallest `rank` hash. Taking the side
     # from an independent hash (not min u) keeps P(test) = test_fraction for groups of any size.
     rank = np.fromiter((unit_hash(seed, "rank", r.dataset, r.original_id) for r in records), float, len(records))
