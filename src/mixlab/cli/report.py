@@ -14,11 +14,13 @@ def report_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Directory for report.md, report.html and the PNGs."),
     title: str = typer.Option("", help="Report title (default: the sweep's name)."),
     unit: str = typer.Option("relative", help="Forgetting unit in summaries: relative or absolute."),
+    reference: str = typer.Option(None, "--reference", help="A run (e.g. plain SFT) every other run is "
+                                  "contrasted with, item by item: gain and forgetting differences with CIs."),
     set_: list[str] = SetOption,
 ) -> None:
     """Write the forgetting and comparison report of a sweep.
 
-    Example: `mixlab report configs/sweeps/example_toyworld.yaml --out runs/report`
+    Example: `mixlab report configs/sweeps/example_toyworld.yaml --out runs/report --reference sft`
     """
     from mixlab.errors import ConfigError
     from mixlab.report.collect import collect
@@ -31,7 +33,11 @@ def report_cmd(
     results, metas, base = collect(cfg)
     if not results:
         raise ConfigError(f"{config}: the sweep has no results yet; run `mixlab sweep {config}` first")
-    files = write_report(results, metas, base, out, title=title or cfg.name, unit=unit)  # type: ignore[arg-type]
+    if reference is not None and reference not in {m.run for m in metas}:
+        raise ConfigError(f"--reference: no run named {reference!r} in the sweep; runs: "
+                          + ", ".join(sorted(m.run for m in metas)))
+    files = write_report(results, metas, base, out, title=title or cfg.name, unit=unit,  # type: ignore[arg-type]
+                         reference=reference)
     console.print(f"wrote [bold]{files.markdown}[/], [bold]{files.html}[/] and {len(files.figures)} figures")
 
 

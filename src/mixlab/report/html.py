@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mixlab import atomic
-from mixlab.report import plots, tables
+from mixlab.report import contrast, plots, tables
 from mixlab.report.forgetting import StatsConfig, Unit, checkpoint_forgetting, compare_to_base, summarize_runs
 from mixlab.report.model import Result, RunMeta, index_results, task_groups
 from mixlab.report.tables import Section, Table
@@ -80,8 +80,12 @@ def _columns(index: Mapping, runs_meta: Sequence[RunMeta], base: str | Mapping[s
 
 
 def build_sections(results: Iterable[Result], runs_meta: Sequence[RunMeta], base: str | Mapping[str, str],
-                   config: StatsConfig = StatsConfig(), unit: Unit = "relative") -> list[Section]:
-    """Every table and figure of the report, from results held in memory."""
+                   config: StatsConfig = StatsConfig(), unit: Unit = "relative",
+                   reference: str | None = None) -> list[Section]:
+    """Every table and figure of the report, from results held in memory.
+
+    ``reference`` names a run (e.g. plain SFT) every other run is contrasted with, paired item by item.
+    """
     index = index_results(results)
     meta = {m.run: m for m in runs_meta}
     groups = task_groups(runs_meta)
@@ -113,6 +117,9 @@ def build_sections(results: Iterable[Result], runs_meta: Sequence[RunMeta], base
                      [f"Average improvement of {labels[-1]} over {labels[0]} across {n_imp} benchmarks: {imp_text} "
                       "(mean of per-benchmark relative changes, direction-aware)."] if len(labels) > 1 else [],
                      [*tables.score_tables(rows, labels), tables.wins_table(rows, labels)])
+    if reference is not None:
+        forgetting.tables.insert(0, tables.contrast_table(
+            contrast.contrast_runs(comparison, meta, reference, unit, config.alpha), unit))
     detail = Section("Change per benchmark", tables=[tables.changes_table(comparison.changes)])
     # without a base model (a pretraining mixture study) there is nothing to forget relative to
     sections = [overview, forgetting, scores, detail] if base_names else [overview, scores]
@@ -136,14 +143,16 @@ class ReportFiles:
 
 def write_report(results: Iterable[Result], runs_meta: Sequence[RunMeta], base: str | Mapping[str, str],
                  out_dir: str | Path, title: str = "mixlab report", config: StatsConfig = StatsConfig(),
-                 unit: Unit = "relative") -> ReportFiles:
+                 unit: Unit = "relative", reference: str | None = None, intro: Sequence[str] = ()) -> ReportFiles:
     """Write ``report.md``, a self-contained ``report.html`` and the PNGs into ``out_dir``.
 
     Each file is written atomically and the PNGs go first, so a reader never finds a report that links
     a missing or half-written figure.
     """
     out = Path(out_dir)
-    sections = build_sections(results, runs_meta, base, config, unit)
+    sections = build_sections(results, runs_meta, base, config, unit, reference)
+    if intro:
+        sections[0].text[:0] = list(intro)
     figs = [atomic.write_bytes(out / f.filename, f.png) for s in sections for f in s.figures]
     md = atomic.write_text(out / "report.md", tables.render_markdown(title, sections))
     page = atomic.write_text(out / "report.html", render_html(title, sections))

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from mixlab.report.contrast import Contrast, Paired
 from mixlab.report.forgetting import Change, Incomparable, RunSummary
 from mixlab.report.model import Result, RunMeta, TaskKey
 
@@ -234,6 +235,46 @@ def run_summary_table(summaries: Sequence[RunSummary]) -> Table:
                              "ns drops"], body,
                  ["backward transfer: mean over non-target benchmarks of final minus base; max drop: the largest "
                   "fall below the best earlier checkpoint (base included), any benchmark"])
+
+
+def _paired_text(p: Paired | None, unit: str) -> str:
+    if p is None:
+        return "–"
+    sig = " *" if p.significant else ""
+    pv = "" if p.pvalue is None else f" (p={p.pvalue:.3g})"
+    return f"{fmt_change(p.value, unit)}{fmt_ci(p.ci, unit)}{pv}{sig}"
+
+
+def verdict(c: Contrast, threshold: float = 0.8) -> str:
+    """One phrase a reader can act on: less/more/same forgetting, and whether the gain is comparable."""
+    f = c.forgetting_advantage
+    if f is None:
+        return "no paired data"
+    if not f.significant:
+        side = "no significant difference in forgetting"
+    else:
+        side = "forgets significantly less" if f.value > 0 else "forgets significantly more"
+    r = c.gain_ratio
+    gain = "gain unknown" if r is None else (f"comparable gain ({100 * r:.0f}% of the reference's)"
+                                              if c.comparable_gain(threshold) else f"{100 * r:.0f}% of the gain")
+    return f"{side}; {gain}"
+
+
+def contrast_table(contrasts: Sequence[Contrast], unit: str, threshold: float = 0.8) -> Table:
+    """Each method against the reference run: gains, forgetting, and the paired differences."""
+    ref = contrasts[0].reference if contrasts else "reference"
+    body = [[Cell(c.run), Cell(c.method), Cell(fmt_change(c.gain, unit)), Cell(_paired_text(c.gain_difference, unit)),
+             Cell(fmt_change(c.other, unit)), Cell(_paired_text(c.forgetting_advantage, unit)),
+             Cell(verdict(c, threshold), bold=c.forgets_significantly_less() and c.comparable_gain(threshold))]
+            for c in contrasts]
+    return Table(f"Against {ref} (paired, final checkpoints)",
+                 ["run", "method", "target gain", f"gain − {ref}", "change on other tasks",
+                  f"forgetting advantage over {ref}", "verdict"], body,
+                 [f"target gain / change on other tasks: mean change vs the base model in "
+                  f"{'percent of the base value' if unit == 'relative' else 'metric units'}, positive = better; "
+                  f"forgetting advantage = change on other tasks minus {ref}'s (> 0: forgets less), with a 95% paired "
+                  "bootstrap CI over the same resampled items and its two-sided p-value; * the CI excludes 0; "
+                  f"comparable gain = at least {100 * threshold:.0f}% of {ref}'s target gain"])
 
 
 def changes_table(changes: Sequence[Change]) -> Table:

@@ -582,8 +582,10 @@ class LocalBackend:
                     if all(not p.is_alive() for p in procs) and queue.empty():
                         break
         finally:
+            # a worker that reported is shutting down its interpreter, which can take seconds on a loaded
+            # machine: wait for it; only a worker that never reported (we are interrupted) is terminated
             for p in procs:
-                p.join(timeout=5)
+                p.join(timeout=None if len(reports) == len(procs) else 5)
                 if p.is_alive():
                     p.terminate()
         bad = [p for p in procs if p.exitcode not in (0, None)]
