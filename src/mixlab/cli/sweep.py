@@ -9,19 +9,24 @@ from pathlib import Path
 
 import typer
 
+from mixlab.cli import launch as L
 from mixlab.cli.common import SetOption, console, progress
 
 
 def sweep_command(
     config: Path = typer.Argument(..., help="Sweep config YAML (see configs/sweeps/)."),
     overrides: list[str] = SetOption,
-    workers: int = typer.Option(None, "--workers", help="Worker processes on this machine (default: the config's)."),
+    workers: int = typer.Option(None, "--workers", help="Workers: local processes, Ray tasks or Slurm jobs (default: the config's)."),
+    backend: str = L.BackendOpt, ray_address: str = L.RayAddressOpt, cpus: int = L.CpusOpt, gpus: float = L.GpusOpt,
+    mem_gb: float = L.MemOpt, max_retries: int = L.RetriesOpt, partition: str = L.PartitionOpt,
+    time_min: int = L.TimeOpt, array_parallelism: int = L.ArrayOpt, slurm_local: bool = L.SlurmLocalOpt,
 ) -> None:
     """Evaluate every selected checkpoint of every run on every task that has no result yet.
 
     Kill it at any moment and run it again to finish; run it twice at once to share the work.
 
     Example: mixlab sweep configs/sweeps/example_toyworld.yaml --set limit=20
+    (--backend ray [--ray-address HOST:PORT] or --backend slurm --partition P --time 60 run the workers there)
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from mixlab.runs import sweep as S
@@ -30,6 +35,11 @@ def sweep_command(
     if workers is not None:
         cfg = cfg.model_copy(update={"workers": workers})
     exp = S.resolve(cfg)
+    from mixlab.runs.launch import sweep_backend
+
+    launch = L.launch_config(None, backend, cfg.workers, ray_address, cpus, gpus, mem_gb, max_retries, partition,
+                             time_min, array_parallelism, slurm_local)
+    runner = sweep_backend(launch, str(exp.out / "slurm"))
     done0, total = S.progress_counts(exp)
     with progress() as bar:
         overall = bar.add_task(f"sweep {cfg.name}", total=total, completed=done0)
@@ -46,7 +56,7 @@ def sweep_command(
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
         try:
-            reports = S.run_sweep(cfg, progress=on_task)
+            reports = S.run_sweep(cfg, backend=runner, progress=on_task)
         finally:
             stop.set()
             poller.join()

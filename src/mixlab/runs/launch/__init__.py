@@ -1,0 +1,200 @@
+"""Launchers: where mixlab's many-run work (training variants, evaluation workers) executes.
+
+One experiment config, three backends, chosen with ``--backend``:
+
+* ``local`` (default): a process pool on this machine, one torch thread per worker
+  (:mod:`mixlab.runs.launch.local`);
+* ``ray``: one Ray task per job with its resource request and a retry limit; joins a cluster with
+  ``--ray-address`` or starts a local one (:mod:`mixlab.runs.launch.ray`);
+* ``slurm``: job arrays through ``submitit``, dependent stages (train, then evaluate) and automatic
+  re-submission when a job hits its time limit (:mod:`mixlab.runs.launch.slurm`).
+
+A :class:`Job` is a module-level function plus its arguments, so every backend can ship it to
+another process or machine. Jobs are *resumable by construction*: a training job resumes from its
+last checkpoint and skips a finished run; a sweep worker only evaluates what the results store
+lacks. That is what makes Ray retries and Slurm re-submissions safe: running a job twice never
+computes anything twice. Every launcher checks its backend (cluster reachable, ``sbatch``
+present, resources a node can meet) in :meth:`Launcher.check` before any job starts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from pydantic import Field
+
+from mixlab.config import StrictModel
+from mixlab.errors import MixlabError
+
+# ---------------------------------------------------------------- config
+
+
+class RayOptions(StrictModel):
+    """``address``: an existing cluster (``host:port``, ``ray://host:10001`` or ``auto``); None
+    starts a local one with ``num_cpus`` CPUs (default: the workers asked for)."""
+
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)
+    max_retries: int = Field(2, ge=0, description="re-runs of a task whose worker died or raised")
+    dashboard: bool = True
+
+
+class SlurmOptions(StrictModel):
+    """Slurm resources through submitit. ``cluster: local`` runs the same jobs with submitit's
+    local executor (no Slurm needed: for tests and debugging)."""
+
+    cluster: Literal["slurm", "local"] = "slurm"
+    partition: str | None = None
+    time_min: int = Field(60, ge=1, description="time limit of each job; a job that hits it is re-submitted")
+    array_parallelism: int = Field(64, ge=1, description="array tasks running at once")
+    max_requeue: int = Field(3, ge=0, description="re-submissions after time limits or preemptions")
+    folder: str | None = Field(None, description="logs and pickles (default: <experiment>/slurm)")
+    additional: dict[str, str] = Field(default_factory=dict, description="extra #SBATCH options")
+
+
+class LaunchConfig(StrictModel):
+    """Where jobs run and what each asks for (``cpus``/``gpus``/``mem_gb`` per job)."""
+
+    backend: Literal["local", "ray", "slurm"] = "local"
+    workers: int = Field(1, ge=1, description="jobs at once (local); evaluation workers (every backend)")
+    cpus: int = Field(1, ge=1)
+    gpus: float = Field(0, ge=0)
+    mem_gb: float | None = Field(None, gt=0)
+    ray: RayOptions = Field(default_factory=RayOptions)
+    slurm: SlurmOptions = Field(default_factory=SlurmOptions)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: int = 1
+    gpus: float = 0
+    mem_gb: float | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """``fn(*args, **kwargs)``; ``fn`` must be a module-level function (it is pickled by name)."""
+
+    name: str
+    fn: Callable[..., Any]
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    resources: Resources = Resources()
+
+    def __call__(self) -> Any:
+        return self.fn(*self.args, **self.kwargs)
+
+
+@dataclass
+class JobResult:
+    name: str
+    ok: bool
+    value: Any = None
+    error: str | None = None
+
+
+OnDone = Callable[[JobResult], None]
+
+
+class LaunchError(MixlabError):
+    """Some jobs failed; the message lists them. Re-running resumes (finished work is kept)."""
+
+
+class Launcher(Protocol):
+    def check(self, jobs: Sequence[Job]) -> None:
+        """Raise :class:`MixlabError` (saying what to fix) when the jobs cannot run here; starts nothing."""
+
+    def run_stages(self, stages: Sequence[Sequence[Job]], on_done: OnDone | None = None) -> list[list[JobResult]]:
+        """Run stage after stage (a stage starts when every job of the previous one succeeded)."""
+
+
+def run_jobs(launcher: Launcher, jobs: Sequence[Job], on_done: OnDone | None = None) -> list[JobResult]:
+    return launcher.run_stages([jobs], on_done)[0]
+
+
+def raise_failures(results: Sequence[JobResult], what: str) -> None:
+    """A :class:`LaunchError` naming every failed job and the start of its error."""
+    bad = [r for r in results if not r.ok]
+    if bad:
+        lines = [f"  {r.name}: {last_error_line(r.error)}" for r in bad]
+        raise LaunchError(f"{len(bad)} of {len(results)} {what} failed:\n" + "\n".join(lines)
+                          + "\nfix the cause and run the same command again: finished work is kept")
+
+
+def last_error_line(error: str | None) -> str:
+    """The ``SomeError: message`` line of a traceback (the last one), else its last line."""
+    lines = [ln.strip() for ln in (error or "failed").strip().splitlines() if ln.strip()]
+    hits = [ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", ln)]
+    return (hits or lines or ["failed"])[-1][:300]
+
+
+def launcher_for(cfg: LaunchConfig, folder: str | None = None) -> Launcher:
+    """The launcher of ``cfg.backend``; ``folder`` is where Slurm logs go unless the config says."""
+    if cfg.backend == "local":
+        from mixlab.runs.launch.local import LocalLauncher
+
+        return LocalLauncher(cfg.workers)
+    if cfg.backend == "ray":
+        from mixlab.runs.launch.ray import RayLauncher
+
+        return RayLauncher(cfg.ray, cfg.workers)
+    try:
+        from mixlab.runs.launch.slurm import SlurmLauncher
+    except ImportError as e:
+        raise MixlabError(f"the slurm backend needs submitit ({e}); install it with `pip install 'mixlab[dist]'`") from None
+    return SlurmLauncher(cfg.slurm, cfg.slurm.folder or folder or "slurm")
+
+
+def resources(cfg: LaunchConfig) -> Resources:
+    return Resources(cfg.cpus, cfg.gpus, cfg.mem_gb)
+
+
+# ---------------------------------------------------------------- sweeps on any backend
+
+
+def sweep_worker(cfg_data: dict[str, Any], threads: int = 1) -> Any:
+    """A job: one sweep worker (:func:`mixlab.runs.sweep.work`) with ``threads`` torch threads."""
+    import torch
+
+    from mixlab.runs.sweep import SweepConfig, work
+
+    torch.set_num_threads(threads)
+    return work(SweepConfig.model_validate(cfg_data))
+
+
+def sweep_jobs(cfg: Any, launch: LaunchConfig) -> list[Job]:
+    """``launch.workers`` sweep workers; they split the work through the results store's claims."""
+    data = cfg.model_dump(mode="json")
+    return [Job(f"sweep-worker-{i}", sweep_worker, (data, launch.cpus), resources=resources(launch))
+            for i in range(launch.workers)]
+
+
+class LauncherBackend:
+    """A sweep backend (``mixlab.runs.sweep.Backend``) that runs the workers as launcher jobs."""
+
+    def __init__(self, launch: LaunchConfig, folder: str | None = None):
+        self.launch_cfg = launch
+        self.launcher = launcher_for(launch, folder)
+
+    def launch(self, cfg: Any, progress: Any = None) -> list[Any]:
+        jobs = sweep_jobs(cfg, self.launch_cfg)
+        self.launcher.check(jobs)
+        results = run_jobs(self.launcher, jobs)
+        raise_failures(results, "sweep workers")
+        return [r.value for r in results]
+
+
+def sweep_backend(launch: LaunchConfig, folder: str | None = None) -> Any:
+    """The backend ``mixlab sweep --backend`` uses: the sweep's own local process workers for
+    ``local`` (live per-task progress inline), launcher jobs for ``ray`` and ``slurm``."""
+    if launch.backend == "local":
+        from mixlab.runs.sweep import backend_for
+
+        return backend_for(launch.workers)
+    return LauncherBackend(launch, folder)
