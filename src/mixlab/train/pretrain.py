@@ -38,7 +38,7 @@ from mixlab.models.registry import (
     train_flops_per_token,
 )
 from mixlab.runs.rundir import base_meta, check_run_dir, write_config
-from mixlab.train import checkpoint
+from mixlab.train import checkpoint, distributed
 from mixlab.train.loop import Hooks, LoopConfig, StepInfo, train
 from mixlab.train.sampler import Allocation, MixtureSampler
 from mixlab.train.schedule import ScheduleConfig
@@ -108,11 +108,29 @@ class TrainSection(StrictModel):
 
 
 class EvalSection(StrictModel):
-    """In-loop bits-per-byte on each source's held-out text every ``every`` steps (0: only at the end)."""
+    """In-loop bits-per-byte on each source's held-out text every ``every`` steps (0: only at the end),
+    plus any bits-per-byte or multiple-choice tasks of the evaluation engine (``suite`` / ``tasks``)."""
 
     every: int = Field(0, ge=0)
     max_tokens: int | None = Field(None, gt=0, description="cap on held-out tokens per source")
     batch_size: int = Field(16, gt=0)
+    suite: str | None = Field(None, description="eval suite scored in-loop, e.g. toyworld or bpb (bpb/mc tasks only)")
+    tasks: list[str] = Field(default_factory=list, description="eval task names or YAML paths scored in-loop (bpb/mc)")
+    limit: int | None = Field(None, gt=0, description="first N items of each in-loop task")
+
+    @model_validator(mode="after")
+    def _tasks_are_scored(self) -> "EvalSection":
+        bad = [f"{s.name} ({s.kind})" for s in self.specs() if s.kind not in ("bpb", "mc")]
+        if bad:
+            raise ValueError(f"in-loop tasks must be bpb or mc tasks; {', '.join(bad)} generate text: "
+                             "evaluate checkpoints with `mixlab eval` or a sweep instead")
+        return self
+
+    def specs(self) -> list:
+        """The in-loop task specs (validated task files); empty when none are named."""
+        from mixlab.eval.tasks import resolve_tasks
+
+        return resolve_tasks(self.suite, self.tasks) if (self.suite or self.tasks) else []
 
 
 class CheckpointSection(StrictModel):
@@ -260,14 +278,21 @@ def estimate_seconds(plan: PretrainPlan, mfu: float = 0.5) -> float:
 
 
 class PretrainBatches:
-    """The loop's BatchSource: step ``s`` is rows ``[s*B, (s+1)*B)`` of the sampler, in micro-batches."""
+    """The loop's BatchSource: step ``s`` is rows ``[s*B, (s+1)*B)`` of the sampler, in micro-batches.
 
-    def __init__(self, sampler: MixtureSampler, batch_size: int, micro_batch_size: int, device: torch.device):
+    With ``world`` ranks, rank ``r`` takes the ``r``-th contiguous ``B / world`` of those rows.
+    """
+
+    def __init__(self, sampler: MixtureSampler, batch_size: int, micro_batch_size: int, device: torch.device,
+                 rank: int = 0, world: int = 1):
         self.sampler, self.batch_size, self.micro, self.device = sampler, batch_size, micro_batch_size, device
+        self.rank, self.world = rank, world
 
     def batch(self, step: int) -> list[dict[str, torch.Tensor]]:
-        rows = self.sampler.sequences(step * self.batch_size, self.batch_size).to(self.device, non_blocking=True)
-        return [{"tokens": rows[i:i + self.micro]} for i in range(0, self.batch_size, self.micro)]
+        rows = self.sampler.sequences(step * self.batch_size, self.batch_size)
+        local = self.batch_size // self.world
+        rows = rows[self.rank * local:(self.rank + 1) * local].to(self.device, non_blocking=True)
+        return [{"tokens": rows[i:i + self.micro]} for i in range(0, local, self.micro)]
 
     def state_dict(self) -> dict[str, Any]:
         return self.sampler.state_dict()
@@ -320,6 +345,19 @@ def heldout_bpb(model: torch.nn.Module, ids: np.ndarray, token_bytes: np.ndarray
     return bits_per_byte(float(nll), n_bytes)
 
 
+def task_scores(model: torch.nn.Module, tokenizer: Any, specs: list, out: Path, step: int,
+                e: EvalSection) -> dict[str, float]:
+    """Score the in-loop eval tasks through the evaluation engine; per-item results land in
+    ``OUT/evals/step-N/`` (so a resumed run reuses them) and the metrics come back as ``task/metric``."""
+    from mixlab.eval.runner import evaluate
+    from mixlab.models.pretrained import LoadedModel
+
+    loaded = LoadedModel(model, tokenizer, f"{out.name}@step-{step}", str(checkpoint.step_dir(out, step)))
+    results = evaluate(loaded, specs, out / "evals" / f"step-{step}", limit=e.limit, batch_size=e.batch_size)
+    return {f"{task}/{k}": float(v) for task, metrics in results.items() for k, v in metrics.items()
+            if k != "n" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -347,7 +385,11 @@ def _threads(cfg: PretrainConfig) -> None:
 
 def pretrain(cfg: PretrainConfig, out: str | Path, on_step: Callable[[StepInfo], None] | None = None,
              status: Callable[[str], None] | None = None) -> PretrainResult:
-    """Run (or resume, or skip when finished) the pretraining described by ``cfg`` in ``out``."""
+    """Run (or resume, or skip when finished) the pretraining described by ``cfg`` in ``out``.
+
+    In a process group (``mixlab.train.distributed.launch(pretrain, cfg, out, nproc=N)``) every rank
+    calls this; rank 0 trains the tokenizer and writes the run directory.
+    """
     out = Path(out)
     say = status or (lambda _m: None)
     meta = check_run_dir(out, cfg)
@@ -357,29 +399,36 @@ def pretrain(cfg: PretrainConfig, out: str | Path, on_step: Callable[[StepInfo],
                               meta.get("final_metrics", {}), meta["timings"], skipped=True)
     _threads(cfg)
     t_start = time.perf_counter()
-    prep = prepare(cfg, out / "tokenizer" if meta else None, status=say)
-    plan = prep.plan
+    t = cfg.train
+    main = distributed.is_main()
+    _, micro = distributed.split_batch(t.batch_size, t.micro_batch_size)  # ConfigError before any work
+    with distributed.main_first():  # rank 0 trains and saves the tokenizer; the other ranks load it
+        prep = prepare(cfg, out / "tokenizer" if meta or not main else None, status=say)
+        plan = prep.plan
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_config(out, cfg)
+            prep.tokenizer.save_pretrained(str(out / "tokenizer"))
+            atomic.write_json(out / "mixture.json", {"priors": plan.priors, **plan.allocation.as_dict(),
+                                                     "source_tokens": plan.source_tokens})
+            meta = {**base_meta(cfg, cfg.seed), "stage": "pretrain", "status": "running", "plan": plan.summary()}
+            atomic.write_json(out / "meta.json", meta)
     device = resolve_device(cfg.train.device)
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out, cfg)
-    prep.tokenizer.save_pretrained(str(out / "tokenizer"))
-    atomic.write_json(out / "mixture.json", {"priors": plan.priors, **plan.allocation.as_dict(),
-                                             "source_tokens": plan.source_tokens})
-    meta = {**base_meta(cfg, cfg.seed), "stage": "pretrain", "status": "running", "plan": plan.summary()}
-    atomic.write_json(out / "meta.json", meta)
     setup_s = time.perf_counter() - t_start
 
     say("building model")
-    model = build_model(plan.hf_config, cfg.seed).to(device)
-    t = cfg.train
-    micro = t.micro_batch_size or t.batch_size
-    data = PretrainBatches(prep.sampler, t.batch_size, micro, device)
+    model = distributed.wrap(build_model(plan.hf_config, cfg.seed).to(device))
+    data = PretrainBatches(prep.sampler, t.batch_size, micro, device, distributed.rank(), distributed.world_size())
     token_bytes = toklib.token_byte_lengths(prep.tokenizer)
+
+    specs = cfg.eval.specs()
 
     def evaluate(m: torch.nn.Module, step: int) -> dict[str, float]:
         scores = {f"bpb/{s.name}": heldout_bpb(m, s.heldout, token_bytes, t.seq_len, cfg.eval.batch_size,
                                                 cfg.eval.max_tokens) for s in prep.sources}
         scores["bpb/mean"] = float(np.mean(list(scores.values())))
+        if specs:
+            scores.update(task_scores(m, prep.tokenizer, specs, out, step, cfg.eval))
         return scores
 
     loop_cfg = LoopConfig(
@@ -392,6 +441,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, on_step: Callable[[StepInfo],
     result = train(model, data, NextTokenLoss(), loop_cfg, out,
                    Hooks(evaluate=evaluate, on_step=on_step, tokenizer=prep.tokenizer))
     final = checkpoint.step_dir(out, plan.steps)
+    if not main:
+        return PretrainResult(out, final, plan.steps, result.tokens, result.last_metrics, result.timings)
     timings = {k: round(v, 3) for k, v in result.timings.items()}
     timings["setup"] = round(setup_s, 3)
     timings["total_this_process"] = round(time.perf_counter() - t_start, 3)
@@ -403,7 +454,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, on_step: Callable[[StepInfo],
                    "available_per_source": plan.source_tokens},
         "mixture": {"requested": plan.allocation.requested, "realized": plan.allocation.realized,
                     "priors": plan.priors, "capped": plan.allocation.capped},
-        "threads": torch.get_num_threads(), "device": str(device), "pid": os.getpid(),
+        "threads": torch.get_num_threads(), "device": str(device), "pid": os.getpid(), **distributed.describe(),
     })
     atomic.write_json(out / "meta.json", meta)
     return PretrainResult(out, final, plan.steps, result.tokens, result.last_metrics, timings)
