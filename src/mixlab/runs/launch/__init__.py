@@ -182,6 +182,10 @@ class LauncherBackend:
         self.launch_cfg = launch
         self.launcher = launcher_for(launch, folder)
 
+    def check(self, cfg: Any) -> None:
+        """The backend's checks (reachable, sbatch present, resources) before anything starts."""
+        self.launcher.check(sweep_jobs(cfg, self.launch_cfg))
+
     def launch(self, cfg: Any, progress: Any = None) -> list[Any]:
         jobs = sweep_jobs(cfg, self.launch_cfg)
         self.launcher.check(jobs)
