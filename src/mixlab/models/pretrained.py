@@ -97,6 +97,21 @@ def resolve(name_or_path: str) -> Path | str:
     return name_or_path
 
 
+def adapter_base(path: str | Path) -> str | None:
+    """The base model a PEFT adapter directory was trained on (``base_model_name_or_path``), or None
+    when ``path`` is not an adapter directory."""
+    import json
+
+    p = Path(path)
+    if not (p / "adapter_config.json").is_file() or (p / "config.json").is_file():
+        return None
+    base = json.loads((p / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise MixlabError(f"{p}: LoRA adapter without `base_model_name_or_path` in adapter_config.json; "
+                          "pass the base model and --adapter explicitly")
+    return str(base)
+
+
 def load_model(
     name_or_path: str,
     adapter: str | Path | None = None,
@@ -111,6 +126,10 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if adapter is None and (base := adapter_base(name_or_path)) is not None:
+        # a PEFT adapter directory (a LoRA run's checkpoint): its base model plus the adapter, merged
+        loaded = load_model(base, adapter=name_or_path, device=device, dtype=dtype)
+        return LoadedModel(loaded.model, loaded.tokenizer, name_or_path, loaded.path, loaded.adapter)
     where = resolve(name_or_path)
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise MixlabError(f"{adapter}: not a LoRA adapter directory (no adapter_config.json)")

@@ -39,16 +39,33 @@ class LazyItems(Mapping[str, float]):
         return len(self._load())
 
 
-def _run_meta(name: str, run_dir: Path | None) -> RunMeta:
+def _method_label(meta: dict[str, Any]) -> str:
+    """``sft``, ``lora+kl``, ``sft+replay``, ``grpo`` ... from a fine-tuning run's plan; ``pretrain`` for
+    a pretraining run; the top-level ``method`` when a run writes one."""
+    if meta.get("method"):
+        return str(meta["method"])
+    plan = meta.get("plan") or {}
+    if meta.get("stage") == "finetune" or "method" in plan:
+        label = str(plan.get("method", "finetune"))
+        anchor = plan.get("anchor")
+        if anchor:
+            label += "+" + str(anchor.get("type", "anchor") if isinstance(anchor, dict) else anchor)
+        if plan.get("replay"):
+            label += "+replay"
+        return label
+    return "pretrain" if "tokens" in meta else ""
+
+
+def _run_meta(name: str, run_dir: Path | None, targets: tuple[str, ...] = ()) -> RunMeta:
     meta: dict[str, Any] = {}
     if run_dir is not None and (run_dir / "meta.json").is_file():
         meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
     mixture = meta.get("mixture") or {}
-    target = meta.get("target_tasks") or ()
+    target = targets or meta.get("target_tasks") or ()
     return RunMeta(
         run=name,
-        method=str(meta.get("method", "pretrain" if "tokens" in meta else "")),
-        dataset=str(meta.get("dataset", "")),
+        method=_method_label(meta),
+        dataset=str(meta.get("dataset") or (meta.get("plan") or {}).get("data", "")),
         target_tasks=tuple(target),
         mixture_requested=mixture.get("requested", {}) or {},
         mixture_realized=mixture.get("realized", {}) or {},
@@ -76,5 +93,5 @@ def collect(cfg: SweepConfig) -> tuple[list[Result], list[RunMeta], dict[str, st
             run_dirs[c.run] = None if is_base else Path(u.model).parent.parent
         if u.base_model and not is_base:
             base[c.run] = u.base_model
-    metas = [_run_meta(name, d) for name, d in run_dirs.items()]
+    metas = [_run_meta(name, d, exp.targets.get(name, ())) for name, d in run_dirs.items()]
     return results, metas, base
