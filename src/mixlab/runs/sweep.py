@@ -59,6 +59,8 @@ class RunEntry(StrictModel):
     path: str
     name: str | None = None
     base_model: str | None = None
+    targets: list[str] = Field(default_factory=list, description="tasks the run's training data is meant to "
+                               "improve (the report's gain axis; every other task counts towards forgetting)")
 
 
 class BaseModelEntry(StrictModel):
@@ -158,6 +160,7 @@ class Experiment:
     out: Path
     checkpoints: list[Checkpoint]
     specs: list[Any]  # TaskSpec
+    targets: dict[str, tuple[str, ...]] = field(default_factory=dict)  # run -> its entry's target tasks
 
     @property
     def store_path(self) -> Path:
@@ -213,6 +216,7 @@ def resolve(cfg: SweepConfig) -> Experiment:
         bases[name] = Unit(f"{name}/step-0", name, 0, path, str(evals / name / "step-0"), base_model=name)
     checkpoints = [Checkpoint(u.run, 0, u) for u in bases.values()]
     seen_runs: dict[str, Path] = {}
+    targets: dict[str, tuple[str, ...]] = {}
     for entry in cfg.runs:
         base = entry.base_model or (next(iter(bases)) if len(bases) == 1 else None)
         if base is not None and base not in bases:
@@ -223,9 +227,10 @@ def resolve(cfg: SweepConfig) -> Experiment:
                 raise ConfigError(f"field `runs`: two runs are named {name!r} ({seen_runs.get(name, 'a base model')} "
                                   f"and {run_dir}); give one a `name:`")
             seen_runs[name] = run_dir
+            targets[name] = tuple(entry.targets)
             checkpoints += _run_checkpoints(cfg, name, run_dir, list_checkpoints(run_dir), bases.get(base) if base else None, evals)
     specs = resolve_tasks(tasks=[*_suite_task_names(cfg.suites), *cfg.tasks])
-    return Experiment(cfg, out, checkpoints, specs)
+    return Experiment(cfg, out, checkpoints, specs, targets)
 
 
 def _suite_task_names(suites: Sequence[str]) -> list[str]:
