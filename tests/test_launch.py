@@ -17,7 +17,7 @@ import yaml
 from mixlab.errors import MixlabError
 from mixlab.runs.launch import Job, LaunchConfig, LaunchError, Resources, SlurmOptions, launcher_for, raise_failures
 from mixlab.runs.launch.local import LocalLauncher
-from tests.test_sweep import _config, world  # noqa: F401  (fixture)
+from tests.test_sweep import _config, reference, world  # noqa: F401  (fixtures)
 
 submitit = pytest.importorskip("submitit")
 from mixlab.runs.launch import slurm as SL  # noqa: E402
@@ -163,6 +163,20 @@ def test_timed_out_training_job_is_resubmitted_and_resumes_from_its_checkpoint(t
     assert meta["status"] == "complete" and meta["steps"] == 64, (meta, log)
     assert 8 <= meta["resumed_from"] < 64, (meta, log)  # the second attempt started from a checkpoint, not from scratch
     assert res.value["steps"] == 64 and res.value["skipped"] is False
+
+
+@pytest.mark.slow
+def test_sweep_through_submitit_local_executor_matches_an_uninterrupted_run(world, reference, tmp_path):
+    from mixlab.runs import sweep as S
+    from mixlab.runs.launch import LauncherBackend
+    from tests.test_sweep import _check_complete
+
+    cfg = S.load_sweep_config(_config(world, tmp_path / "slurm_local"))
+    launch = LaunchConfig(backend="slurm", workers=1, slurm=SlurmOptions(cluster="local", time_min=10))
+    (report,) = S.run_sweep(cfg, backend=LauncherBackend(launch, str(tmp_path / "slurm")))
+    assert len(report.computed) == 14 and report.owner.split(":")[1] != str(os.getpid())
+    _check_complete(cfg, reference[0])
+    assert list((tmp_path / "slurm").glob("*_log.err"))  # submitit's per-job logs
 
 
 def test_failures_name_each_job_and_its_error():

@@ -83,6 +83,7 @@ def test_generate_is_deterministic_and_refuses_another_swarm(generated, tmp_path
     again = S.generate(cfg, tmp_path / "again")
     assert (again / "requested_ratios.csv").read_bytes() == (d / "requested_ratios.csv").read_bytes()
     assert S.generate(cfg, d) == d  # same config: nothing to do
+    assert S.generate(cfg.model_copy(update={"launch": cfg.launch.model_copy(update={"workers": 7})}), d) == d
     other = cfg.model_copy(update={"seed": 4})
     with pytest.raises(MixlabError, match="holds another swarm"):
         S.generate(other, d)
@@ -132,7 +133,7 @@ class _Killed(Exception):
 def test_swarm_run_resumes_a_killed_variant_then_collects_and_fits(tmp_path):
     from mixlab.mixopt.fit import fit
 
-    cfg = _swarm(tmp_path, variants=3, set=["duration.tokens=16384"], priors="natural",
+    cfg = _swarm(tmp_path, variants=3, set=["duration.tokens=16384"], priors="natural", launch={"workers": 1},
                  eval={"tasks": ["toyworld_people_mc", "toyworld_prose_bpb"], "limit": 16})
     d = S.generate(cfg, tmp_path / "swarm")
 

@@ -25,6 +25,15 @@ SetOption = typer.Option(
     help="Override a config value, e.g. --set train.lr=1e-5 (repeatable; values parsed as YAML).",
 )
 
+NprocOption = typer.Option(
+    1, "--nproc", min=1,
+    help="Train on N processes of this machine through torch.distributed (DDP; one GPU each, or CPU cores "
+    "with gloo). Same global batch, checkpoints and resume as one process.",
+)
+DistBackendOption = typer.Option(
+    "auto", "--dist-backend", help="Process-group backend with --nproc: auto (nccl on GPUs, gloo on CPU), nccl, gloo.",
+)
+
 
 @contextmanager
 def progress(*extra_columns) -> Iterator[Progress]:

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.progress import TextColumn
 
-from mixlab.cli.common import SetOption, console, err_console, progress
+from mixlab.cli.common import DistBackendOption, NprocOption, SetOption, console, err_console, progress
 from mixlab.config import config_hash, read_yaml
 from mixlab.errors import ConfigError
 
@@ -58,7 +58,9 @@ def validate_file(path: Path, overrides: list[str] | None = None) -> tuple[str, 
     return kind, validate(CONFIG_KINDS[kind].load(), data, str(path), lines)
 
 
-def _run_pretrain(config: Path, out: Path | None, overrides: list[str], dry_run: bool) -> None:
+def _run_pretrain(config: Path, out: Path | None, overrides: list[str], dry_run: bool, nproc: int = 1,
+                  dist_backend: str = "auto") -> None:
+    from mixlab.train import distributed
     from mixlab.train import pretrain as recipe
 
     cfg = recipe.load_pretrain_config(config, overrides)
@@ -66,10 +68,15 @@ def _run_pretrain(config: Path, out: Path | None, overrides: list[str], dry_run:
         import torch
 
         torch.set_num_threads(cfg.train.threads)
+    if nproc != 1 or dist_backend != "auto":
+        dist_backend = distributed.check_run(cfg, nproc, dist_backend)  # type: ignore[arg-type]
     if dry_run:
         with err_console.status("reading and tokenizing sources") as st:
             prep = recipe.prepare(cfg, status=lambda m: st.update(m))
         console.print(recipe.format_plan(prep.plan, recipe.estimate_seconds(prep.plan)), soft_wrap=True, highlight=False)
+        if nproc > 1:
+            console.print(f"processes    {nproc} ({dist_backend}), {cfg.train.batch_size // nproc} sequences each per step",
+                          soft_wrap=True, highlight=False)
         console.print(f"config hash  {config_hash(cfg)}" + (f"; would write {out}" if out else ""), soft_wrap=True, highlight=False)
         return
     if out is None:
@@ -77,6 +84,23 @@ def _run_pretrain(config: Path, out: Path | None, overrides: list[str], dry_run:
     if recipe.is_complete(cfg, out):
         console.print(f"already complete: {out} (same config hash); nothing to do", soft_wrap=True, highlight=False)
         return
+    result = distributed.run(pretrain_with_progress, cfg, out, nproc=nproc, backend=dist_backend)  # type: ignore[arg-type]
+    if result.skipped:
+        console.print(f"already complete: {result.final_checkpoint}", soft_wrap=True, highlight=False)
+        return
+    bpb = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("bpb/")}
+    console.print(f"done: {result.steps} steps, {result.tokens:,} tokens -> {result.final_checkpoint}", soft_wrap=True, highlight=False)
+    console.print(f"held-out bits/byte: {bpb}", soft_wrap=True, highlight=False)
+    console.print(f"wall time: {result.timings}", soft_wrap=True, highlight=False)
+
+
+def pretrain_with_progress(cfg: Any, out: Path) -> Any:
+    """``pretrain(cfg, out)`` under a progress bar; in a process group only rank 0 draws it."""
+    from mixlab.train import distributed
+    from mixlab.train import pretrain as recipe
+
+    if not distributed.is_main():
+        return recipe.pretrain(cfg, out)
     cols = (TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[loss]}"))
     with progress(*cols) as bar:
         task = bar.add_task("setup", total=None, rate="", loss="")
@@ -87,14 +111,7 @@ def _run_pretrain(config: Path, out: Path | None, overrides: list[str], dry_run:
                        rate=f"{info.tokens_per_s:,.0f} tok/s" if info.tokens_per_s else "",
                        **({"loss": loss} if loss else {}))
 
-        result = recipe.pretrain(cfg, out, on_step=on_step, status=lambda m: bar.update(task, description=m))
-    if result.skipped:
-        console.print(f"already complete: {result.final_checkpoint}", soft_wrap=True, highlight=False)
-        return
-    bpb = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("bpb/")}
-    console.print(f"done: {result.steps} steps, {result.tokens:,} tokens -> {result.final_checkpoint}", soft_wrap=True, highlight=False)
-    console.print(f"held-out bits/byte: {bpb}", soft_wrap=True, highlight=False)
-    console.print(f"wall time: {result.timings}", soft_wrap=True, highlight=False)
+        return recipe.pretrain(cfg, out, on_step=on_step, status=lambda m: bar.update(task, description=m))
 
 
 def register(app: typer.Typer) -> None:
@@ -104,12 +121,14 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", help="Run directory; a run there with checkpoints is resumed."),
         overrides: list[str] = SetOption,
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved plan and estimated time; train nothing."),
+        nproc: int = NprocOption,
+        dist_backend: str = DistBackendOption,
     ) -> None:
         """Pretrain a proxy model on a token-proportion mixture of text sources.
 
-        Example: mixlab pretrain configs/pretrain/ci_tiny.yaml --out runs/ci_tiny
+        Example: mixlab pretrain configs/pretrain/ci_tiny.yaml --out runs/ci_tiny --nproc 2
         """
-        _run_pretrain(config, out, overrides or [], dry_run)
+        _run_pretrain(config, out, overrides or [], dry_run, nproc, dist_backend)
 
     @app.command("validate")
     def validate_cmd(

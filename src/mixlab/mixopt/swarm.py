@@ -190,6 +190,11 @@ def sample_mixtures(plan: SwarmPlan, s: SamplingConfig, n: int, seed: int) -> np
 # ---------------------------------------------------------------- generate
 
 
+def _identity(cfg: SwarmConfig) -> str:
+    """The hash of what the swarm is (where it runs, ``launch``, is not part of it)."""
+    return config_hash(cfg.model_dump(mode="json", exclude={"launch"}))
+
+
 def variant_names(n: int) -> list[str]:
     return [f"v{i:03d}" for i in range(n)]
 
@@ -205,10 +210,9 @@ def generate(cfg: SwarmConfig, out: str | Path, status: Callable[[str], None] | 
     out = Path(out)
     existing = out / SWARM_FILE
     if existing.is_file():
-        have = load_swarm_config(existing)
-        if config_hash(have) != config_hash(cfg):
-            raise MixlabError(f"{out} holds another swarm (config hash {config_hash(have)} != {config_hash(cfg)}); "
-                              "use a new --out directory")
+        have, want = _identity(load_swarm_config(existing)), _identity(cfg)
+        if have != want:
+            raise MixlabError(f"{out} holds another swarm (config hash {have} != {want}); use a new --out directory")
         return out
     if cfg.eval.suites or cfg.eval.tasks:  # unknown tasks fail now, not after training
         resolve_tasks(tasks=[*_suite_task_names(cfg.eval.suites), *cfg.eval.tasks])

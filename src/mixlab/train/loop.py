@@ -28,7 +28,7 @@ import torch
 
 from mixlab import atomic
 from mixlab.runs.rundir import Timer
-from mixlab.train import checkpoint
+from mixlab.train import checkpoint, distributed
 from mixlab.train.schedule import ScheduleConfig, build_scheduler
 
 MicroBatch = Mapping[str, torch.Tensor]
@@ -103,12 +103,6 @@ class LoopResult:
     stopped_early: bool = False
 
 
-def is_main_process() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def build_optimizer(model: torch.nn.Module, cfg: LoopConfig) -> torch.optim.AdamW:
     """AdamW over trainable parameters; matrices decay, norms and biases do not (GPT-2 practice)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -167,11 +161,19 @@ def train(model: torch.nn.Module, data: BatchSource, objective: Objective, cfg: 
 
     Writes ``metrics.jsonl``, TensorBoard events and ``checkpoints/step-N/``; returns the final step,
     tokens trained and wall time per section (training / evaluation / checkpoint_io).
+
+    In a process group (:mod:`mixlab.train.distributed`) every rank calls this with a DDP-wrapped
+    ``model`` and its share of each step's batch. Each micro-batch's summed loss is divided by the
+    step's token count over all ranks times the world size, so DDP's gradient average equals the
+    single-process gradient even when ranks hold different numbers of target tokens (SFT). Rank 0
+    alone evaluates (on the bare model), logs and checkpoints; evaluation scores are broadcast so
+    every rank takes the same early-stopping decision.
     """
     hooks = hooks or Hooks()
     run_dir = Path(run_dir)
     device = next(model.parameters()).device
-    main = is_main_process()
+    main = distributed.is_main()
+    world = distributed.world_size()
     torch.manual_seed(cfg.seed)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.total_steps)
@@ -207,7 +209,11 @@ def train(model: torch.nn.Module, data: BatchSource, objective: Objective, cfg: 
             with timer.section("training"):
                 micro = data.batch(step)
                 counts = [objective.count(mb) for mb in micro]
-                norm = float(sum(counts))
+                step_tokens = float(sum(counts))
+                if world > 1:  # target tokens of the whole step, over every rank's share
+                    total = torch.tensor(step_tokens, dtype=torch.float64, device=device)
+                    step_tokens = float(distributed.all_reduce_sum(total))
+                norm = step_tokens / world  # DDP averages over ranks: this makes it a mean over tokens
                 for i, mb in enumerate(micro):
                     sync = contextlib.nullcontext() if i == len(micro) - 1 or not hasattr(model, "no_sync") else model.no_sync()
                     with sync:
@@ -220,14 +226,14 @@ def train(model: torch.nn.Module, data: BatchSource, objective: Objective, cfg: 
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                tokens += int(norm)
-                n_acc += int(norm)
+                tokens += int(step_tokens)
+                n_acc += int(step_tokens)
             done = step + 1
             final = done == cfg.total_steps
             loss_value = None
             if done % cfg.log_every == 0 or final:
                 now = time.perf_counter()
-                loss_value = float(loss_acc) / max(n_acc, 1)  # the one host sync per log interval
+                loss_value = float(distributed.all_reduce_sum(loss_acc)) / max(n_acc, 1)  # one host sync per interval
                 rate = (tokens - tokens_at_log) / max(now - t_log, 1e-9)
                 last_metrics = {"loss": loss_value, "lr": lr, "tokens": tokens, "tokens_per_s": rate}
                 if grad_norm is not None:
@@ -242,8 +248,9 @@ def train(model: torch.nn.Module, data: BatchSource, objective: Objective, cfg: 
                 with timer.section("evaluation"):
                     model.eval()
                     with torch.no_grad(), amp:
-                        scores = hooks.evaluate(model, done)
+                        scores = hooks.evaluate(checkpoint.unwrap(model), done) if main else {}
                     model.train()
+                    scores = distributed.broadcast(scores)
                 last_metrics.update(scores)
                 if log:
                     log.write(done, "eval", scores)

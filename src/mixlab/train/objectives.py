@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from mixlab.config import StrictModel
+from mixlab.train.checkpoint import unwrap
 
 IGNORE = -100
 LN2 = math.log(2.0)
@@ -166,6 +167,7 @@ class Reference:
         The output head runs only at those positions: with a large vocabulary the head dominates a
         small model's cost, and prompt and padding positions need none (as the scorer does).
         """
+        model = unwrap(model)  # under DDP: forward-only, no gradient to synchronize
         net = self.frozen if self.frozen is not None else model
         net = net.get_base_model() if hasattr(net, "get_base_model") else net  # peft: LoRA layers stay in place
         with self._context(model):

@@ -37,7 +37,7 @@ from mixlab import atomic
 from mixlab.config import StrictModel, config_hash, load_config
 from mixlab.errors import ConfigError, MixlabError
 from mixlab.runs.rundir import base_meta, write_config
-from mixlab.train import checkpoint
+from mixlab.train import checkpoint, distributed
 from mixlab.train.loop import Hooks, LoopConfig, StepInfo, train
 from mixlab.train.objectives import AnchorConfig, Reference, SFTLoss
 from mixlab.runs.rundir import check_run_dir
@@ -515,6 +515,8 @@ def finetune(cfg: FinetuneConfig, out: str | Path, on_step: Callable[[StepInfo],
 
     ``evaluate_fn(model, step) -> {"score": ..., ...}`` replaces the early-stopping evaluation
     (custom metrics, tests); by default the ``early_stop`` tasks run through the evaluation engine.
+    In a process group (``mixlab.train.distributed.launch(finetune, cfg, out, nproc=N)``) every rank
+    calls this; rank 0 alone evaluates and writes the run directory.
     """
     out = Path(out)
     say = status or (lambda _m: None)
@@ -526,11 +528,14 @@ def finetune(cfg: FinetuneConfig, out: str | Path, on_step: Callable[[StepInfo],
                               meta.get("baseline"), skipped=True)
     _threads(cfg)
     t_start = time.perf_counter()
+    main = distributed.is_main()
+    _, micro = distributed.split_batch(cfg.train.batch_size, cfg.train.micro_batch_size)  # before any work
     prep = prepare(cfg, say)
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out, cfg)
-    meta = {**base_meta(cfg, cfg.seed), "stage": "finetune", "status": "running", "plan": prep.summary()}
-    atomic.write_json(out / "meta.json", meta)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(out, cfg)
+        meta = {**base_meta(cfg, cfg.seed), "stage": "finetune", "status": "running", "plan": prep.summary()}
+        atomic.write_json(out / "meta.json", meta)
     model, tok = prep.model, prep.tokenizer
     io_s = prep.load_seconds
     reference = None
@@ -541,7 +546,7 @@ def finetune(cfg: FinetuneConfig, out: str | Path, on_step: Callable[[StepInfo],
 
     eval_s, baseline = 0.0, None
     e = cfg.early_stop
-    if e is not None and e.baseline and evaluate_fn is None:
+    if e is not None and e.baseline and evaluate_fn is None and main:
         say("baseline evaluation")
         t0 = time.perf_counter()
         baseline = _baseline(prep, out, say)
@@ -572,8 +577,8 @@ def finetune(cfg: FinetuneConfig, out: str | Path, on_step: Callable[[StepInfo],
         return stopper.update(step, scores["score"])
 
     t = cfg.train
-    data = SFTBatches(prep.data.examples, t.batch_size, t.micro_batch_size or t.batch_size,
-                      tok.pad_token_id, cfg.seed, prep.device)
+    data = SFTBatches(prep.data.examples, t.batch_size, micro, tok.pad_token_id, cfg.seed, prep.device,
+                      distributed.rank(), distributed.world_size())
     loop_cfg = LoopConfig(
         total_steps=total_steps, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, eps=t.eps,
         grad_clip=t.grad_clip, schedule=t.schedule, precision=t.precision, log_every=t.log_every,
@@ -583,8 +588,10 @@ def finetune(cfg: FinetuneConfig, out: str | Path, on_step: Callable[[StepInfo],
     hooks = Hooks(evaluate=evaluate if e or evaluate_fn else None, should_stop=should_stop if e or evaluate_fn else None,
                   on_step=on_step, checkpoint_info=lambda: {"early_stop": stopper.state()}, tokenizer=tok)
     say("training")
-    result = train(model, data, objective, loop_cfg, out, hooks)
+    result = train(distributed.wrap(model), data, objective, loop_cfg, out, hooks)
     final = checkpoint.step_dir(out, result.step)
+    if not main:
+        return FinetuneResult(out, final, None, result.step, result.stopped_early, result.last_metrics, result.timings)
     merged = None
     if cfg.lora is not None and cfg.lora.save_merged:
         t0 = time.perf_counter()
@@ -599,7 +606,7 @@ def finetune(cfg: FinetuneConfig, out: str | Path, on_step: Callable[[StepInfo],
         "stopped_early": result.stopped_early or total_steps < prep.steps, "evaluations": [list(h) for h in stopper.history],
         "merged": "merged" if merged else None, "resumed_from": result.resumed_from, "timings": timings,
         "final_metrics": result.last_metrics, "baseline": baseline, "tokens": result.tokens,
-        "threads": torch.get_num_threads(), "device": str(prep.device), "pid": os.getpid(),
+        "threads": torch.get_num_threads(), "device": str(prep.device), "pid": os.getpid(), **distributed.describe(),
     })
     atomic.write_json(out / "meta.json", meta)
     return FinetuneResult(out, final, best, result.step, meta["stopped_early"], result.last_metrics, timings, baseline)

@@ -331,12 +331,16 @@ def build_sft_data(section: DataSection, tokenizer: Any, seed: int) -> SFTData:
 
 
 class SFTBatches:
-    """The loop's BatchSource over fixed examples; adds ``step`` to each micro-batch for the anchor."""
+    """The loop's BatchSource over fixed examples; adds ``step`` to each micro-batch for the anchor.
+
+    With ``world`` ranks, rank ``r`` takes the ``r``-th contiguous ``batch_size / world`` of each step's examples.
+    """
 
     def __init__(self, examples: Sequence[Example], batch_size: int, micro_batch_size: int, pad_id: int,
-                 seed: int, device: torch.device):
+                 seed: int, device: torch.device, rank: int = 0, world: int = 1):
         self.examples, self.batch_size, self.micro = list(examples), batch_size, micro_batch_size
         self.pad_id, self.seed, self.device = pad_id, seed, device
+        self.rank, self.world = rank, world
 
     @lru_cache(maxsize=4)
     def _perm(self, epoch: int) -> np.ndarray:
@@ -359,7 +363,8 @@ class SFTBatches:
         return {**{k: v.to(self.device) for k, v in batch.items()}, "step": torch.tensor(step)}
 
     def batch(self, step: int) -> list[dict[str, torch.Tensor]]:
-        items = [self.examples[i] for i in self.indices(step)]
+        local = self.batch_size // self.world
+        items = [self.examples[i] for i in self.indices(step)[self.rank * local:(self.rank + 1) * local]]
         return [self.collate(items[i:i + self.micro], step) for i in range(0, len(items), self.micro)]
 
     def state_dict(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ present, resources a node can meet) in :meth:`Launcher.check` before any job sta
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,7 +60,8 @@ class LaunchConfig(StrictModel):
     """Where jobs run and what each asks for (``cpus``/``gpus``/``mem_gb`` per job)."""
 
     backend: Literal["local", "ray", "slurm"] = "local"
-    workers: int = Field(1, ge=1, description="jobs at once (local); evaluation workers (every backend)")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1,
+                         description="jobs at once (local); evaluation workers (every backend); default: the cores")
     cpus: int = Field(1, ge=1)
     gpus: float = Field(0, ge=0)
     mem_gb: float | None = Field(None, gt=0)
