@@ -39,6 +39,7 @@ from mixlab.errors import ConfigError, MixlabError
 from mixlab.runs.rundir import base_meta, write_config
 from mixlab.train import checkpoint, distributed
 from mixlab.train.loop import Hooks, LoopConfig, StepInfo, train
+from mixlab.train.method_options import GRPOSection, SPINSection
 from mixlab.train.objectives import AnchorConfig, Reference, SFTLoss
 from mixlab.runs.rundir import check_run_dir
 from mixlab.train.pretrain import resolve_device
@@ -62,6 +63,8 @@ class Method:
     lora: Literal["required", "optional", "never"]
     anchor: bool
     description: str
+    recipe: str | None = None  # a module with its own prepare / format_plan / finetune (trl-based methods)
+    replay: bool = True  # whether data.replay / data.packing make sense for it
 
 
 METHODS: dict[str, Method] = {
@@ -69,7 +72,19 @@ METHODS: dict[str, Method] = {
                   "supervised fine-tuning on completion tokens (full weights, or LoRA with a `lora:` section)"),
     "lora": Method("mixlab.train.sft:sft_objective", "required", True,
                    "supervised fine-tuning of a LoRA adapter (peft); `lora:` optional, defaults apply"),
+    "grpo": Method("", "optional", False, "GRPO (trl) with mixlab's verifiers as rewards; `grpo:` section",
+                   recipe="mixlab.train.grpo", replay=False),
+    "spin": Method("", "optional", False, "SPIN: iterated DPO (trl), ground truth vs the model's own answers; "
+                   "`spin:` section", recipe="mixlab.train.spin", replay=False),
 }
+
+
+def recipe_module(cfg: "FinetuneConfig"):
+    """The module implementing ``cfg.method`` when it is not the loop-based SFT recipe, else None."""
+    import importlib
+
+    name = METHODS[cfg.method].recipe
+    return importlib.import_module(name) if name else None
 
 
 def sft_objective(cfg: "FinetuneConfig", model: torch.nn.Module, reference: Reference | None) -> SFTLoss:
@@ -176,6 +191,8 @@ class FinetuneConfig(StrictModel):
     anchor: AnchorConfig | None = None
     early_stop: EarlyStopSection | None = None
     checkpoint: CheckpointSection = CheckpointSection()
+    grpo: GRPOSection | None = None
+    spin: SPINSection | None = None
 
     @field_validator("method")
     @classmethod
@@ -205,6 +222,22 @@ class FinetuneConfig(StrictModel):
     def _default_lora(self) -> "FinetuneConfig":
         if METHODS[self.method].lora == "required" and self.lora is None:
             self.lora = LoraSection()
+        return self
+
+    @model_validator(mode="after")
+    def _method_sections(self) -> "FinetuneConfig":
+        for name, section in (("grpo", GRPOSection), ("spin", SPINSection)):
+            if getattr(self, name) is not None and self.method != name:
+                raise ValueError(f"a `{name}:` section needs `method: {name}` (the method is {self.method!r})")
+            if self.method == name and getattr(self, name) is None:
+                setattr(self, name, section())
+        if not METHODS[self.method].replay:
+            if self.data.replay is not None:
+                raise ValueError(f"method {self.method!r} learns from the model's own answers, not from a fixed "
+                                 "token stream, so data.replay does not apply; remove it (mix general data into "
+                                 "the prompts with a data build instead)")
+            if self.data.packing:
+                raise ValueError(f"method {self.method!r} does not pack examples; remove data.packing")
         return self
 
     @property
@@ -394,6 +427,8 @@ def _resolve_eval(cfg: FinetuneConfig) -> list[Any]:
 def prepare(cfg: FinetuneConfig, status: Callable[[str], None] | None = None) -> FinetunePrepared:
     """Load and check everything a run needs; every user error is raised here, before training."""
     say = status or (lambda _m: None)
+    if (module := recipe_module(cfg)) is not None:
+        return module.prepare(cfg, say)
     specs = _resolve_eval(cfg)
     device = resolve_device(cfg.train.device)
     say("loading base model")
@@ -411,6 +446,8 @@ def prepare(cfg: FinetuneConfig, status: Callable[[str], None] | None = None) ->
 
 def format_plan(prep: FinetunePrepared) -> str:
     """Human-readable plan for ``--dry-run``."""
+    if (module := recipe_module(prep.config)) is not None:
+        return module.format_plan(prep)
     s = prep.summary()
     c = prep.config
     lines = [
@@ -518,6 +555,8 @@ def finetune(cfg: FinetuneConfig, out: str | Path, on_step: Callable[[StepInfo],
     In a process group (``mixlab.train.distributed.launch(finetune, cfg, out, nproc=N)``) every rank
     calls this; rank 0 alone evaluates and writes the run directory.
     """
+    if (module := recipe_module(cfg)) is not None:
+        return module.finetune(cfg, out, on_step=on_step, status=status)
     out = Path(out)
     say = status or (lambda _m: None)
     meta = check_run_dir(out, cfg)

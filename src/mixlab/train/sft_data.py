@@ -62,6 +62,8 @@ class DataSection(StrictModel):
     records: str | None = Field(None, description="a records JSONL file")
     datasets: list[str] | None = Field(None, description="registered dataset names")
     split: str | None = Field("train", description="with `datasets`: keep records of this official split")
+    where: dict[str, list[Any]] | None = Field(None, description="keep records whose metadata[key] is one of the "
+                                               "values, e.g. {tier: [1]} or {level: [Level 1, Level 2]}")
     max_records: int | None = Field(None, gt=0)
     sample_ratio: float = Field(1.0, gt=0, le=1, description="train on this seeded fraction of the targets")
     prompt_template: str = Field("Q: {question}\nA: ", description="used when there is no chat template")
@@ -143,6 +145,12 @@ def load_targets(section: DataSection) -> tuple[list[tuple[str, Record]], str]:
         found, origin = _dataset_records(section.datasets or [], section.split), f"datasets {', '.join(section.datasets or [])}"
     if not found:
         raise DataError(f"no fine-tuning records in {origin}")
+    if section.where:
+        found = [(w, r) for w, r in found if all(r.metadata.get(k) in v for k, v in section.where.items())]
+        if not found:
+            raise DataError(f"data.where {section.where} keeps none of the records in {origin}; check the "
+                            "metadata keys and values (a record's metadata is in its JSON line)")
+        origin += f" where {section.where}"
     check_completions(found)
     return found, origin
 

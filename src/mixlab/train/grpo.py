@@ -1,0 +1,207 @@
+"""``method: grpo``: GRPO through trl's ``GRPOTrainer`` with mixlab's verifiers as rewards.
+
+The prompts are the fine-tuning records' questions (formatted as SFT formats them: the chat
+template when the model has one, else ``data.prompt_template``); each record's answer is checked
+by a verifier (:mod:`mixlab.train.rewards`: numeric match, math-verify, exact match, or the
+record's tests run in the sandbox). Every optimizer step samples ``grpo.num_generations``
+answers for each of ``train.batch_size`` prompts. ``metrics.jsonl`` logs trl's row plus
+``reward_mean``, ``reward_std`` and ``frac_zero_variance_groups`` (groups whose answers all scored
+the same, which carry no signal); ``checkpoints/step-N/`` and ``best/`` follow the SFT layout.
+
+Options of part 1: ``lora`` works (peft; the reference is the adapter disabled); ``early_stop``
+works (the suite is evaluated every ``every`` steps); ``data.sample_ratio`` and ``max_records``
+work. ``anchor`` does not apply (``grpo.beta`` is the KL to the reference), nor do ``data.replay``
+and ``data.packing`` (GRPO trains on its own samples, not on a token stream): the config refuses them.
+
+Resuming: trl's latest checkpoint (optimizer, scheduler, RNG) is kept in ``trainer/``; a killed run
+continues from it, and a finished run is not redone.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mixlab.train import rewards
+from mixlab.train.loop import StepInfo
+from mixlab.train.pretrain import resolve_device
+
+
+@dataclass
+class GRPOPrepared:
+    """Everything a GRPO run needs, checked before training (the fields early stopping reads match SFT's)."""
+
+    config: Any
+    model: torch.nn.Module
+    tokenizer: Any
+    base_path: str
+    prompts: list[Any]
+    checks: list[list[rewards.Check]]  # per reward function, one check per prompt
+    datasets: list[str]
+    steps: int
+    device: torch.device
+    eval_specs: list[Any]
+    load_seconds: float
+    origin: str
+    chat: bool
+
+    def summary(self) -> dict[str, Any]:
+        c, g = self.config, self.config.grpo
+        return {
+            "method": "grpo", "base": self.base_path, "device": str(self.device), "steps": self.steps,
+            "prompts_per_step": c.train.batch_size, "num_generations": g.num_generations, "prompts": len(self.prompts),
+            "data": self.origin, "chat_template": self.chat,
+            "verifiers": sorted({ch.verifier for per in self.checks for ch in per}), "rewards": g.rewards, "beta": g.beta,
+            "loss_type": g.loss_type, "total_params": sum(p.numel() for p in self.model.parameters()),
+            "lora": c.lora.model_dump() if c.lora else None, "early_stop_tasks": [s.name for s in self.eval_specs],
+        }
+
+
+def load_prompts(cfg: Any, tokenizer: Any) -> tuple[list[Any], list[Any], str, bool]:
+    """(records, prompts, origin, chat) of the run's data: questions formatted as SFT formats them.
+
+    With a chat template the prompt is a conversation (trl applies the template); without one it is
+    ``data.prompt_template`` filled with the question.
+    """
+    from mixlab.train.sft_data import Formatter, load_targets, sample
+
+    found, origin = load_targets(cfg.data)
+    if cfg.data.max_records is not None:
+        found = found[: cfg.data.max_records]
+    found = sample(found, cfg.data.sample_ratio, cfg.seed)
+    fmt = Formatter(tokenizer, cfg.data)
+    if fmt.chat:
+        prompts = [[{"role": "user", "content": r.question}] for _, r in found]
+    else:
+        prompts = [fmt.prompt(r.question) for _, r in found]
+    return found, prompts, origin, fmt.chat
+
+
+def reward_checks(cfg: Any, found: list[tuple[str, Any]]) -> list[list[rewards.Check]]:
+    """One list of checks per reward function (``auto`` picks each record's verifier by answer type)."""
+    return [rewards.plan_checks(found, name, field=f"grpo.rewards ({name})") for name in cfg.grpo.rewards]
+
+
+def prepare(cfg: Any, status: Callable[[str], None] | None = None) -> GRPOPrepared:
+    """Load the base and the prompts and plan every record's verification: user errors surface here."""
+    from mixlab.train.sft import _resolve_eval, apply_lora, load_base
+
+    say = status or (lambda _m: None)
+    specs = _resolve_eval(cfg)
+    device = resolve_device(cfg.train.device)
+    say("loading base model")
+    t0 = time.perf_counter()
+    model, tok, base_path = load_base(cfg.model, device)
+    load_s = time.perf_counter() - t0
+    say("reading data")
+    found, prompts, origin, chat = load_prompts(cfg, tok)
+    checks = reward_checks(cfg, found)
+    if any(ch.verifier == "code" for per in checks for ch in per):
+        from mixlab.eval.sandbox import check_sandbox
+
+        check_sandbox()
+    if cfg.lora is not None:  # the reference is then the model with its adapter disabled
+        model = apply_lora(model, cfg.lora, cfg.seed)
+    t = cfg.train
+    steps = t.steps or max(1, math.ceil((t.epochs or 1.0) * len(prompts) / t.batch_size))
+    datasets = [r.dataset for _, r in found]
+    return GRPOPrepared(cfg, model, tok, base_path, prompts, checks, datasets, steps, device, specs, load_s, origin, chat)
+
+
+def format_plan(prep: GRPOPrepared) -> str:
+    s, c = prep.summary(), prep.config
+    g = c.grpo
+    lines = [
+        f"method       grpo: trl GRPOTrainer, rewards {', '.join(g.rewards)} (verifiers {', '.join(s['verifiers'])})",
+        f"base         {s['base']} ({s['total_params']:,} params) on {s['device']}",
+        f"data         {s['data']}: {s['prompts']:,} prompts, chat template {'on' if s['chat_template'] else 'off'}",
+        f"training     {s['steps']:,} steps x {c.train.batch_size} prompts x {g.num_generations} answers "
+        f"(<= {g.max_completion_length} tokens, T={g.temperature:g}), lr {c.train.lr:g}",
+        f"objective    loss {g.loss_type}, beta {g.beta:g}, epsilon {g.epsilon:g}, scale_rewards {g.scale_rewards}"
+        + (f", stop at {g.stop!r}" if g.stop else ""),
+    ]
+    if c.lora:
+        lines.append(f"lora         r={c.lora.r} alpha={c.lora.alpha:g} on {', '.join(c.lora.target_modules)}")
+    if c.early_stop:
+        lines.append(f"early stop   {c.early_stop.metric} every {c.early_stop.every} steps on "
+                     f"{', '.join(s['early_stop_tasks'])}")
+    return "\n".join(lines)
+
+
+def reward_function(name: str, checks: list[rewards.Check], stop: list[str]) -> Callable[..., list[float]]:
+    """A trl reward function: the verifier score of each completion of the records in the batch."""
+
+    def reward(prompts: list[Any], completions: list[Any], item: list[int], **_kw: Any) -> list[float]:
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        return rewards.score_many(texts, [checks[i] for i in item], stop)
+
+    reward.__name__ = name
+    return reward
+
+
+def _dataset(prompts: list[Any]):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"prompt": prompts, "item": list(range(len(prompts)))})
+
+
+def build_trainer(prep: GRPOPrepared, out: Path, callbacks: list[Any]):
+    """trl's GRPOTrainer for a prepared run (the model, rewards and settings of the config)."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    from mixlab.train.trl_bridge import trainer_kwargs
+
+    cfg, g, t = prep.config, prep.config.grpo, prep.config.train
+    micro = t.micro_batch_size or t.batch_size
+    args = GRPOConfig(
+        **trainer_kwargs(cfg, out, prep.steps, prep.device),
+        per_device_train_batch_size=micro * g.num_generations, gradient_accumulation_steps=t.batch_size // micro,
+        num_generations=g.num_generations, max_completion_length=g.max_completion_length,
+        temperature=g.temperature, top_p=g.top_p, top_k=0, beta=g.beta, loss_type=g.loss_type,
+        scale_rewards=g.scale_rewards, epsilon=g.epsilon, num_iterations=g.num_iterations,
+        mask_truncated_completions=g.mask_truncated_completions, reward_weights=g.reward_weights,
+        log_completions=False, shuffle_dataset=True, activation_checkpointing=False,
+    )
+    funcs = [reward_function(name, checks, g.stop) for name, checks in zip(g.rewards, prep.checks, strict=True)]
+    trainer = GRPOTrainer(model=prep.model, reward_funcs=funcs, args=args, train_dataset=_dataset(prep.prompts),
+                          processing_class=prep.tokenizer, callbacks=callbacks)
+    return quiet(trainer)
+
+
+def quiet(trainer: Any) -> Any:
+    """No log dictionaries printed to stdout (metrics.jsonl and the progress bar report them)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def finetune(cfg: Any, out: str | Path, on_step: Callable[[StepInfo], None] | None = None,
+             status: Callable[[str], None] | None = None):
+    """Run (or resume, or skip when finished) a GRPO run in ``out``; returns a ``FinetuneResult``."""
+    from mixlab.train.trl_bridge import EarlyStopping, RunState, finish, last_trainer_checkpoint, make_callback, start_run
+
+    out = Path(out)
+    say = status or (lambda _m: None)
+    started = start_run(cfg, out, prepare, say)
+    if not isinstance(started, tuple):
+        return started
+    prep, meta, t_start = started
+    early = EarlyStopping(prep, out, say)
+    state = RunState()
+    callback = make_callback(out, prep.tokenizer, prep.steps, every=cfg.checkpoint.every, on_step=on_step,
+                             state=state, evaluate=early.evaluate, eval_every=early.every,
+                             should_stop=early.should_stop, info=early.info)
+    say("training")
+    trainer = build_trainer(prep, out, [callback])
+    resume = last_trainer_checkpoint(out)
+    if resume:
+        early.restore(out)
+    result = trainer.train(resume_from_checkpoint=resume)
+    return finish(prep, out, meta, trainer.state.global_step, state, early, t_start, result, resume)

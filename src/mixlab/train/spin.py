@@ -1,0 +1,220 @@
+"""``method: spin``: self-play fine-tuning (Chen et al. 2024) as iterated DPO through trl's ``DPOTrainer``.
+
+Each iteration samples the current model's own answer to every training question (the *rejected*
+answer), pairs it with the ground truth (the record's completion, the *chosen* answer) and trains
+DPO against a frozen copy of the model as it was when the iteration began: iteration 1's reference
+is the base, iteration t's is iteration t-1's result. ``train.steps`` (or ``epochs``) counts steps
+per iteration; checkpoints are numbered by the total steps so far (``checkpoints/step-N/``, the SFT
+layout), and every iteration ends with one. ``iter-T/pairs.jsonl`` keeps the pairs of iteration T.
+
+Options of part 1: ``lora`` works (one adapter trained through all iterations; the reference is the
+current model with the adapter merged); ``early_stop`` works; ``data.sample_ratio`` and
+``max_records`` work. ``anchor`` does not apply (``spin.beta`` already ties the model to its
+reference), nor do ``data.replay`` and ``data.packing`` (DPO trains on pairs): the config refuses them.
+
+Resuming: finished iterations are not redone (the model restarts from the last iteration's
+checkpoint); an interrupted iteration restarts from its beginning; a finished run is skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mixlab import atomic
+from mixlab.data.records import Record
+from mixlab.train import checkpoint
+from mixlab.train.loop import StepInfo
+from mixlab.train.pretrain import resolve_device
+
+
+@dataclass
+class SPINPrepared:
+    config: Any
+    model: torch.nn.Module
+    tokenizer: Any
+    base_path: str
+    records: list[Record]
+    prompts: list[Any]
+    chat: bool
+    steps_per_iteration: int
+    device: torch.device
+    eval_specs: list[Any]
+    load_seconds: float
+    origin: str
+
+    @property
+    def steps(self) -> int:
+        return self.steps_per_iteration * self.config.spin.iterations
+
+    def summary(self) -> dict[str, Any]:
+        c, s = self.config, self.config.spin
+        return {
+            "method": "spin", "base": self.base_path, "device": str(self.device), "iterations": s.iterations,
+            "steps_per_iteration": self.steps_per_iteration, "steps": self.steps, "batch_size": c.train.batch_size,
+            "pairs": len(self.records), "data": self.origin, "chat_template": self.chat, "beta": s.beta,
+            "loss_type": s.loss_type, "total_params": sum(p.numel() for p in self.model.parameters()),
+            "lora": c.lora.model_dump() if c.lora else None, "early_stop_tasks": [x.name for x in self.eval_specs],
+        }
+
+
+def prepare(cfg: Any, status: Callable[[str], None] | None = None) -> SPINPrepared:
+    """Load the base and the questions with their ground-truth answers; user errors surface here."""
+    from mixlab.train.grpo import load_prompts
+    from mixlab.train.sft import _resolve_eval, apply_lora, load_base
+
+    say = status or (lambda _m: None)
+    specs = _resolve_eval(cfg)
+    device = resolve_device(cfg.train.device)
+    say("loading base model")
+    t0 = time.perf_counter()
+    model, tok, base_path = load_base(cfg.model, device)
+    load_s = time.perf_counter() - t0
+    say("reading data")
+    found, prompts, origin, chat = load_prompts(cfg, tok)
+    if cfg.lora is not None:
+        model = apply_lora(model, cfg.lora, cfg.seed)
+    t = cfg.train
+    per_iter = t.steps or max(1, math.ceil((t.epochs or 1.0) * len(found) / t.batch_size))
+    return SPINPrepared(cfg, model, tok, base_path, [r for _, r in found], prompts, chat, per_iter, device, specs,
+                        load_s, origin)
+
+
+def format_plan(prep: SPINPrepared) -> str:
+    s, c = prep.summary(), prep.config
+    sp = c.spin
+    lines = [
+        f"method       spin: {sp.iterations} iterations of DPO (trl), chosen = ground truth, rejected = own sample "
+        f"(T={sp.temperature:g}, <= {sp.max_new_tokens} tokens)",
+        f"base         {s['base']} ({s['total_params']:,} params) on {s['device']}",
+        f"data         {s['data']}: {s['pairs']:,} questions, chat template {'on' if s['chat_template'] else 'off'}",
+        f"training     {s['steps_per_iteration']:,} steps x {c.train.batch_size} pairs per iteration "
+        f"({s['steps']:,} in all), lr {c.train.lr:g}, beta {sp.beta:g}, loss {sp.loss_type}",
+    ]
+    if c.lora:
+        lines.append(f"lora         r={c.lora.r} alpha={c.lora.alpha:g} on {', '.join(c.lora.target_modules)}")
+    if c.early_stop:
+        lines.append(f"early stop   {c.early_stop.metric} every {c.early_stop.every} steps on "
+                     f"{', '.join(s['early_stop_tasks'])}")
+    return "\n".join(lines)
+
+
+def own_answers(prep: SPINPrepared, model: torch.nn.Module, iteration: int) -> list[str]:
+    """The model's answer to every question (the rejected side of iteration ``iteration``'s pairs)."""
+    from mixlab.eval.generation import Generator
+    from mixlab.eval.tasks import GenerationSpec
+    from mixlab.train.sft import _eval_model
+
+    sp = prep.config.spin
+    spec = GenerationSpec(max_new_tokens=sp.max_new_tokens, stop=sp.stop, temperature=sp.temperature, top_p=sp.top_p,
+                          seed=prep.config.seed * 1_000_003 + iteration, chat_template=prep.chat)
+    was = model.training
+    model.eval()
+    gen = Generator(_eval_model(model), prep.tokenizer, batch_size=sp.generation_batch_size)
+    questions = [r.question if prep.chat else p for r, p in zip(prep.records, prep.prompts, strict=True)]
+    out = [c[0].text for c in gen.generate(questions, spec)]
+    model.train(was)
+    return out
+
+
+def pairs_for(prep: SPINPrepared, rejected: list[str]) -> list[dict[str, Any]]:
+    """DPO rows: the prompt, the ground truth (chosen) and the model's answer (rejected)."""
+    rows = []
+    for r, prompt, own in zip(prep.records, prep.prompts, rejected, strict=True):
+        if prep.chat:
+            rows.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": r.completion}],
+                         "rejected": [{"role": "assistant", "content": own}]})
+        else:
+            rows.append({"prompt": prompt, "chosen": r.completion, "rejected": own})
+    return rows
+
+
+def reference_of(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy of ``model`` as it is now (with LoRA: the adapter merged into the weights)."""
+    ref = copy.deepcopy(model)
+    if hasattr(ref, "merge_and_unload"):
+        ref = ref.merge_and_unload()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref.eval()
+
+
+def build_trainer(prep: SPINPrepared, model: torch.nn.Module, ref_model: torch.nn.Module, rows: list[dict[str, Any]],
+                  out: Path, iteration: int, callbacks: list[Any]):
+    """trl's DPOTrainer for one SPIN iteration."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from mixlab.train.grpo import quiet
+    from mixlab.train.trl_bridge import trainer_kwargs
+
+    cfg, t, sp = prep.config, prep.config.train, prep.config.spin
+    micro = t.micro_batch_size or t.batch_size
+    kwargs = trainer_kwargs(cfg, out, prep.steps_per_iteration, prep.device)
+    kwargs.update(output_dir=str(out / "trainer" / f"iter-{iteration}"), save_strategy="no")
+    args = DPOConfig(**kwargs, per_device_train_batch_size=micro, gradient_accumulation_steps=t.batch_size // micro,
+                     beta=sp.beta, loss_type=[sp.loss_type], max_length=cfg.data.max_seq_len,
+                     activation_checkpointing=False, dataset_num_proc=None)
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=prep.tokenizer, callbacks=callbacks)
+    return quiet(trainer)
+
+
+def _finished_iterations(out: Path, per_iter: int, iterations: int) -> int:
+    done = 0
+    for it in range(1, iterations + 1):
+        path = checkpoint.step_dir(out, it * per_iter)
+        if path.is_dir() and (path / checkpoint.STATE_JSON).is_file() and \
+                checkpoint.read_info(path).get("spin_iteration") == it:
+            done = it
+    return done
+
+
+def finetune(cfg: Any, out: str | Path, on_step: Callable[[StepInfo], None] | None = None,
+             status: Callable[[str], None] | None = None):
+    """Run (or resume, or skip when finished) a SPIN run in ``out``; returns a ``FinetuneResult``."""
+    from mixlab.train.trl_bridge import EarlyStopping, RunState, finish, make_callback, start_run
+
+    out = Path(out)
+    say = status or (lambda _m: None)
+    started = start_run(cfg, out, prepare, say)
+    if not isinstance(started, tuple):
+        return started
+    prep, meta, t_start = started
+    early = EarlyStopping(prep, out, say)
+    state = RunState()
+    model, S, n_iter = prep.model, prep.steps_per_iteration, cfg.spin.iterations
+    done = _finished_iterations(out, S, n_iter)
+    resumed = None
+    if done:
+        resumed = str(checkpoint.step_dir(out, done * S))
+        checkpoint.load_weights(model, resumed)
+        early.restore(out)
+    history = []
+    step = done * S
+    for it in range(done + 1, n_iter + 1):
+        say(f"iteration {it}/{n_iter}: sampling the model's own answers")
+        rejected = own_answers(prep, model, it)
+        rows = pairs_for(prep, rejected)
+        same = sum(r.completion.strip() == own.strip() for r, own in zip(prep.records, rejected, strict=True))
+        atomic.write_jsonl(out / f"iter-{it}" / "pairs.jsonl", rows)
+        callback = make_callback(out, prep.tokenizer, n_iter * S, offset=(it - 1) * S, every=cfg.checkpoint.every,
+                                 on_step=on_step, state=state, evaluate=early.evaluate, eval_every=early.every,
+                                 should_stop=early.should_stop, info=early.info)
+        say(f"iteration {it}/{n_iter}: DPO")
+        trainer = build_trainer(prep, model, reference_of(model), rows, out, it, [callback])
+        trainer.train()
+        step = (it - 1) * S + trainer.state.global_step
+        info = {"step": step, "tokens": 0, "spin_iteration": it, "identical_pairs": same, **early.info()}
+        checkpoint.save(checkpoint.step_dir(out, step), model, None, None, info, prep.tokenizer)
+        history.append({"iteration": it, "step": step, "pairs": len(rows), "identical_pairs": same})
+        if state.stopped_early:
+            break
+    return finish(prep, out, meta, step, state, early, t_start, None, resumed, {"spin_iterations": history})

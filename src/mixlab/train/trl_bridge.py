@@ -1,0 +1,250 @@
+"""What the trl-based methods (GRPO, SPIN) share: mixlab's run-directory contract around a trl trainer.
+
+trl's trainers own their optimization loop; this module makes their runs look like every other
+mixlab fine-tuning run: ``train:`` settings become trainer arguments (same learning-rate schedule
+shape, seed, precision), and :class:`RunCallback` writes ``metrics.jsonl`` (+ TensorBoard),
+``checkpoints/step-N/`` (Hugging Face or PEFT folders through :mod:`mixlab.train.checkpoint`, so
+sweeps treat them like SFT checkpoints), reports progress, and runs the ``early_stop`` evaluation
+(keeping ``best/`` and stopping after ``patience`` evaluations without improvement).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mixlab import atomic
+from mixlab.errors import MixlabError
+from mixlab.train import checkpoint
+from mixlab.train.loop import MetricsLog, StepInfo
+
+_SCHEDULERS = {"cosine": "cosine_with_min_lr", "constant": "constant_with_warmup", "wsd": "warmup_stable_decay"}
+
+
+def trainer_kwargs(cfg: Any, out: Path, steps: int, device: torch.device) -> dict[str, Any]:
+    """``transformers.TrainingArguments`` fields from a FinetuneConfig's ``train:`` section.
+
+    trl's own checkpoints (optimizer and RNG state, for resuming) go to ``out/trainer`` and only the
+    latest is kept; the checkpoints users read are mixlab's ``checkpoints/step-N/``.
+    """
+    t = cfg.train
+    s = t.schedule
+    sched_kwargs: dict[str, Any] = {}
+    if s.kind == "cosine":
+        sched_kwargs = {"min_lr_rate": s.min_lr_ratio}
+    elif s.kind == "wsd":
+        sched_kwargs = {"num_decay_steps": max(1, int(0.2 * steps)), "min_lr_ratio": s.min_lr_ratio}
+    bf16 = t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")
+    every = cfg.checkpoint.every or steps
+    return dict(
+        output_dir=str(out / "trainer"), max_steps=steps, learning_rate=t.lr, weight_decay=t.weight_decay,
+        adam_beta1=t.betas[0], adam_beta2=t.betas[1], adam_epsilon=t.eps, max_grad_norm=t.grad_clip or 0.0,
+        lr_scheduler_type=_SCHEDULERS[s.kind], lr_scheduler_kwargs=sched_kwargs,
+        warmup_steps=s.warmup if s.warmup >= 1 else s.warmup * steps,
+        seed=cfg.seed, data_seed=cfg.seed, logging_steps=t.log_every, report_to="none", disable_tqdm=True,
+        save_strategy="steps", save_steps=every, save_total_limit=1, bf16=bf16, use_cpu=device.type == "cpu",
+        dataloader_num_workers=0, dataloader_pin_memory=False, remove_unused_columns=False,
+    )
+
+
+def last_trainer_checkpoint(out: Path) -> str | None:
+    """trl's latest resumable checkpoint under ``out/trainer``, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    where = out / "trainer"
+    return get_last_checkpoint(str(where)) if where.is_dir() else None
+
+
+@dataclass
+class RunState:
+    """What the callback accumulates during a run (read by the recipe at the end)."""
+
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    eval_seconds: float = 0.0
+    io_seconds: float = 0.0
+    stopped_early: bool = False
+
+
+def _rename(logs: dict[str, Any]) -> dict[str, float]:
+    """trl's log row with mixlab's names added for the quantities every method reports."""
+    row = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
+    for ours, theirs in (("reward_mean", "reward"), ("frac_zero_variance_groups", "frac_reward_zero_std"),
+                         ("lr", "learning_rate")):
+        if theirs in row:
+            row[ours] = row[theirs]
+    return row
+
+
+def make_callback(out: Path, tokenizer: Any, total_steps: int, *, offset: int = 0, every: int = 0,
+                  on_step: Callable[[StepInfo], None] | None = None, state: RunState | None = None,
+                  evaluate: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
+                  eval_every: int = 0, should_stop: Callable[[int, dict[str, float]], bool] | None = None,
+                  info: Callable[[], dict[str, Any]] | None = None):
+    """A ``transformers.TrainerCallback`` that keeps mixlab's run-directory contract for a trl trainer.
+
+    ``offset`` shifts the trainer's step numbers (SPIN runs one trainer per iteration and numbers
+    checkpoints by the total steps so far); ``total_steps`` is the run's last step.
+    """
+    from transformers import TrainerCallback
+
+    state = state if state is not None else RunState()
+
+    class RunCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.log: MetricsLog | None = None
+            self.t0 = time.perf_counter()
+
+        def on_train_begin(self, args, tstate, control, **kw):
+            self.log = MetricsLog(out, offset + tstate.global_step)
+
+        def on_train_end(self, args, tstate, control, **kw):
+            if self.log is not None:
+                self.log.close()
+
+        def on_log(self, args, tstate, control, logs=None, **kw):
+            row = _rename(logs or {})
+            if self.log is not None and row and "train_runtime" not in row:
+                self.log.write(offset + tstate.global_step, "train", row)
+                state.last_metrics.update(row)
+
+        def on_step_end(self, args, tstate, control, model=None, **kw):
+            step = offset + tstate.global_step
+            final = step == total_steps
+            if on_step is not None:
+                loss = state.last_metrics.get("loss")
+                on_step(StepInfo(step, total_steps, 0, 0.0, loss))
+            stop = False
+            if evaluate is not None and ((eval_every and step % eval_every == 0) or final):
+                t0 = time.perf_counter()
+                was = model.training
+                model.eval()
+                with torch.no_grad():
+                    scores = evaluate(model, step)
+                model.train(was)
+                state.eval_seconds += time.perf_counter() - t0
+                state.last_metrics.update(scores)
+                if self.log is not None:
+                    self.log.write(step, "eval", scores)
+                stop = bool(should_stop and should_stop(step, scores))
+            if (every and step % every == 0) or final or stop:
+                t0 = time.perf_counter()
+                extra = {"step": step, "tokens": 0, "method_state": {"trainer_step": tstate.global_step},
+                         **(info() if info else {})}
+                checkpoint.save(checkpoint.step_dir(out, step), model, None, None, extra, tokenizer)
+                state.io_seconds += time.perf_counter() - t0
+            if stop:
+                state.stopped_early = True
+                control.should_training_stop = True
+            return control
+
+    return RunCallback()
+
+
+class EarlyStopping:
+    """The ``early_stop`` evaluation of SFT runs, for a trl trainer (no-op without ``early_stop``)."""
+
+    def __init__(self, prep: Any, out: Path, say: Callable[[str], None], step_of_baseline: bool = True):
+        from mixlab.train.sft import EarlyStopper, _baseline
+
+        self.prep, self.out, self.say = prep, out, say
+        e = prep.config.early_stop
+        self.every = e.every if e else 0
+        self.stopper = EarlyStopper(e.maximize, e.patience, e.min_delta) if e else EarlyStopper()
+        self.baseline = None
+        if e is not None and e.baseline and step_of_baseline:
+            say("baseline evaluation")
+            t0 = time.perf_counter()
+            self.baseline = _baseline(prep, out, say)
+            self.baseline_seconds = time.perf_counter() - t0
+        self.evaluate = self._evaluate if e else None
+        self.should_stop = self._should_stop if e else None
+
+    def _evaluate(self, model: torch.nn.Module, step: int) -> dict[str, float]:
+        from mixlab.train.sft import aggregate, flat_scores, run_evaluation
+
+        e = self.prep.config.early_stop
+        res = run_evaluation(self.prep, model, f"{self.out}@step-{step}", str(checkpoint.step_dir(self.out, step)),
+                             self.out / "eval" / f"step-{step}", self.say)
+        scores = {**flat_scores(res), "score": aggregate(res, e.metric)}
+        if self.stopper.improved(scores["score"]):
+            checkpoint.save(self.out / "best", model, None, None, {"step": step, "score": scores["score"]},
+                            self.prep.tokenizer)
+        return scores
+
+    def _should_stop(self, step: int, scores: dict[str, float]) -> bool:
+        return self.stopper.update(step, scores["score"])
+
+    def info(self) -> dict[str, Any]:
+        return {"early_stop": self.stopper.state()}
+
+    def restore(self, out: Path) -> None:
+        last = checkpoint.latest(out)
+        if last is not None and "early_stop" in checkpoint.read_info(last):
+            self.stopper.load(checkpoint.read_info(last)["early_stop"])
+
+
+def start_run(cfg: Any, out: Path, prepare: Callable[[Any, Callable[[str], None]], Any], say: Callable[[str], None]):
+    """The finished run's ``FinetuneResult`` when ``out`` holds one; else ``(prep, meta, t_start)`` of a
+    new or resumed run whose config and ``meta.json`` (status running) are written."""
+    from mixlab.runs.rundir import base_meta, check_run_dir, write_config
+
+    meta = check_run_dir(out, cfg)
+    if meta and meta.get("status") == "complete":
+        return completed_result(out, meta)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    t_start = time.perf_counter()
+    prep = prepare(cfg, say)
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(out, cfg)
+    meta = {**base_meta(cfg, cfg.seed), "stage": "finetune", "status": "running", "plan": prep.summary()}
+    atomic.write_json(out / "meta.json", meta)
+    return prep, meta, t_start
+
+
+def completed_result(out: Path, meta: dict[str, Any]):
+    from mixlab.train.sft import FinetuneResult
+
+    best = meta.get("best_checkpoint")
+    return FinetuneResult(out, out / meta["final_checkpoint"], out / best if best else None, meta["steps"],
+                          meta["stopped_early"], meta.get("final_metrics", {}), meta["timings"],
+                          meta.get("baseline"), skipped=True)
+
+
+def finish(prep: Any, out: Path, meta: dict[str, Any], step: int, state: Any, early: EarlyStopping,
+           t_start: float, result: Any, resumed: str | None, extra: dict[str, Any] | None = None):
+    """Write ``merged/`` (LoRA) and the final ``meta.json``; the run's ``FinetuneResult``."""
+    from mixlab.train.sft import FinetuneResult, merge_lora
+
+    cfg = prep.config
+    final = checkpoint.step_dir(out, step)
+    if not final.is_dir():
+        raise MixlabError(f"{out}: training ended at step {step} without its checkpoint; rerun to resume")
+    best = out / "best" if (out / "best").is_dir() else None
+    merged = None
+    if cfg.lora is not None and cfg.lora.save_merged:
+        t0 = time.perf_counter()
+        merged = merge_lora(prep.base_path, best or final, out / "merged")
+        state.io_seconds += time.perf_counter() - t0
+    total = time.perf_counter() - t_start
+    runtime = float(getattr(result, "metrics", {}).get("train_runtime", total)) if result is not None else total
+    timings = {"training": round(max(runtime - state.eval_seconds - state.io_seconds, 0.0), 3),
+               "evaluation": round(state.eval_seconds + getattr(early, "baseline_seconds", 0.0), 3), "judging": 0.0,
+               "model_io": round(state.io_seconds + prep.load_seconds, 3), "total_this_process": round(total, 3)}
+    final_metrics = {k: v for k, v in state.last_metrics.items() if isinstance(v, (int, float))}
+    meta.update({
+        "status": "complete", "steps": step, "final_checkpoint": str(final.relative_to(out)),
+        "best_checkpoint": "best" if best else None, "best_step": early.stopper.best_step,
+        "best_score": early.stopper.best, "stopped_early": state.stopped_early,
+        "evaluations": [list(h) for h in early.stopper.history], "merged": "merged" if merged else None,
+        "resumed_from": resumed, "timings": timings, "final_metrics": final_metrics, "baseline": early.baseline,
+        "threads": torch.get_num_threads(), "device": str(prep.device), "pid": os.getpid(), **(extra or {}),
+    })
+    atomic.write_json(out / "meta.json", meta)
+    return FinetuneResult(out, final, best, step, state.stopped_early, final_metrics, timings, early.baseline)
