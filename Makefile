@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/mixlab data build configs/data/mix_433.yaml --out $(OUT)/data
+	$(BIN)/mixlab quickstart --out $(OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

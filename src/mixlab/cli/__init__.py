@@ -25,7 +25,8 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on `app` when imported.
-COMMAND_MODULES = ("data", "pretrain", "finetune", "distill", "evaluate", "sweep", "report", "mixopt", "swarm")
+COMMAND_MODULES = ("quickstart", "data", "pretrain", "finetune", "distill", "evaluate", "sweep", "report", "mixopt",
+                   "swarm")
 
 for _mod in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_mod}").register(app)

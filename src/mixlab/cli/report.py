@@ -23,7 +23,7 @@ def report_cmd(
     Example: `mixlab report configs/sweeps/example_toyworld.yaml --out runs/report --reference sft`
     """
     from mixlab.errors import ConfigError
-    from mixlab.report.collect import collect
+    from mixlab.report.collect import collect, primary_metrics
     from mixlab.report.html import write_report
     from mixlab.runs.sweep import load_sweep_config
 
@@ -37,7 +37,7 @@ def report_cmd(
         raise ConfigError(f"--reference: no run named {reference!r} in the sweep; runs: "
                           + ", ".join(sorted(m.run for m in metas)))
     files = write_report(results, metas, base, out, title=title or cfg.name, unit=unit,  # type: ignore[arg-type]
-                         reference=reference)
+                         reference=reference, primary=primary_metrics(cfg))
     console.print(f"wrote [bold]{files.markdown}[/], [bold]{files.html}[/] and {len(files.figures)} figures")
 
 

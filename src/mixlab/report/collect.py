@@ -56,6 +56,19 @@ def _method_label(meta: dict[str, Any]) -> str:
     return "pretrain" if "tokens" in meta else ""
 
 
+def _dataset_label(meta: dict[str, Any]) -> str:
+    """What a run trained on: ``dataset`` when the run says, else its plan's data; a data-build
+    directory is named by the build's ``name`` (its folder when unnamed)."""
+    label = str(meta.get("dataset") or (meta.get("plan") or {}).get("data", ""))
+    if label.startswith("build "):
+        where = Path(label.removeprefix("build "))
+        try:
+            return str(json.loads((where / "info.json").read_text()).get("name") or where.name)
+        except (OSError, ValueError):
+            return where.name
+    return label
+
+
 def _run_meta(name: str, run_dir: Path | None, targets: tuple[str, ...] = ()) -> RunMeta:
     meta: dict[str, Any] = {}
     if run_dir is not None and (run_dir / "meta.json").is_file():
@@ -65,7 +78,7 @@ def _run_meta(name: str, run_dir: Path | None, targets: tuple[str, ...] = ()) ->
     return RunMeta(
         run=name,
         method=_method_label(meta),
-        dataset=str(meta.get("dataset") or (meta.get("plan") or {}).get("data", "")),
+        dataset=_dataset_label(meta),
         target_tasks=tuple(target),
         mixture_requested=mixture.get("requested", {}) or {},
         mixture_realized=mixture.get("realized", {}) or {},
@@ -95,3 +108,8 @@ def collect(cfg: SweepConfig) -> tuple[list[Result], list[RunMeta], dict[str, st
             base[c.run] = u.base_model
     metas = [_run_meta(name, d, exp.targets.get(name, ())) for name, d in run_dirs.items()]
     return results, metas, base
+
+
+def primary_metrics(cfg: SweepConfig) -> dict[str, str]:
+    """Task -> its primary metric (the one forgetting summaries count), for the sweep's tasks."""
+    return {spec.name: spec.primary_metric for spec in resolve(cfg).specs}

@@ -134,7 +134,9 @@ def contrast_runs(comparison: Comparison, runs_meta: Mapping[str, RunMeta] | Seq
             continue
         m = meta.get(run, RunMeta(run))
         targets = set(m.target_tasks) or set(meta.get(reference, RunMeta(reference)).target_tasks)
-        shared = sorted(set(finals[run]) & set(ref))
+        # benchmarks where the change is defined in this unit for both (relative: base value != 0)
+        shared = [k for k in sorted(set(finals[run]) & set(ref))
+                  if finals[run][k].in_unit(unit) is not None and ref[k].in_unit(unit) is not None]
         tgt = [(finals[run][k], ref[k]) for k in shared if k[0] in targets]
         oth = [(finals[run][k], ref[k]) for k in shared if k[0] not in targets]
         out.append(Contrast(

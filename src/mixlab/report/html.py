@@ -81,16 +81,21 @@ def _columns(index: Mapping, runs_meta: Sequence[RunMeta], base: str | Mapping[s
 
 def build_sections(results: Iterable[Result], runs_meta: Sequence[RunMeta], base: str | Mapping[str, str],
                    config: StatsConfig = StatsConfig(), unit: Unit = "relative",
-                   reference: str | None = None) -> list[Section]:
+                   reference: str | None = None, primary: Mapping[str, str] | None = None) -> list[Section]:
     """Every table and figure of the report, from results held in memory.
 
     ``reference`` names a run (e.g. plain SFT) every other run is contrasted with, paired item by item.
+    ``primary`` maps task -> its primary metric: forgetting summaries and contrasts then count each
+    task once, by that metric (score tables still show every metric).
     """
+    results = list(results)
     index = index_results(results)
+    counted = index if not primary else index_results(
+        r for r in results if r.task not in primary or r.metric == primary[r.task])
     meta = {m.run: m for m in runs_meta}
     groups = task_groups(runs_meta)
-    comparison = compare_to_base(index, base, steps="last", config=config)
-    points, curve_bad = checkpoint_forgetting(index, base)
+    comparison = compare_to_base(counted, base, steps="last", config=config)
+    points, curve_bad = checkpoint_forgetting(counted, base)
     summaries = summarize_runs(comparison, meta, points, unit=unit, alpha=config.alpha)
     columns = _columns(index, runs_meta, base)
     labels = [meta[c].name if c in meta else c for c in columns]
@@ -143,14 +148,15 @@ class ReportFiles:
 
 def write_report(results: Iterable[Result], runs_meta: Sequence[RunMeta], base: str | Mapping[str, str],
                  out_dir: str | Path, title: str = "mixlab report", config: StatsConfig = StatsConfig(),
-                 unit: Unit = "relative", reference: str | None = None, intro: Sequence[str] = ()) -> ReportFiles:
+                 unit: Unit = "relative", reference: str | None = None, intro: Sequence[str] = (),
+                 primary: Mapping[str, str] | None = None) -> ReportFiles:
     """Write ``report.md``, a self-contained ``report.html`` and the PNGs into ``out_dir``.
 
     Each file is written atomically and the PNGs go first, so a reader never finds a report that links
     a missing or half-written figure.
     """
     out = Path(out_dir)
-    sections = build_sections(results, runs_meta, base, config, unit, reference)
+    sections = build_sections(results, runs_meta, base, config, unit, reference, primary)
     if intro:
         sections[0].text[:0] = list(intro)
     figs = [atomic.write_bytes(out / f.filename, f.png) for s in sections for f in s.figures]

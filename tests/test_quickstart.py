@@ -1,0 +1,81 @@
+"""The quickstart: its config is checked before any work, and a shortened run goes end to end (data,
+pretraining, every method, the sweep, the report) and resumes without recomputing anything."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mixlab.cli import main
+from mixlab.errors import ConfigError
+from mixlab.quickstart import default_config_path, load_quickstart_config, run_quickstart
+
+SHORT = [
+    "workers=1", "pretrain.duration.tokens=24576", "pretrain.train.seq_len=128", "pretrain.train.log_every=8",
+    "finetune.train.steps=12", "finetune.train.batch_size=8", "finetune.checkpoint.every=6",
+    "finetune.train.log_every=6", "eval.limit=12", "eval.tasks=[toyworld_people_em]",
+]
+
+
+def test_packaged_config_validates_every_stage():
+    study = load_quickstart_config()
+    assert study.config.target == "people" and study.config.reference in study.finetune
+    assert {"sft", "lora", "sft_kl", "sft_replay"} <= set(study.finetune)
+    assert study.data.domains["people"].datasets.keys() == {"toyworld_people"}
+    assert set(study.data.contamination.benchmarks) == {"toyworld_arithmetic", "toyworld_code", "toyworld_prose"}
+    assert study.target_tasks and all(t.startswith("toyworld_people_") for t in study.target_tasks)
+    assert default_config_path().read_text().startswith("# mixlab quickstart")
+
+
+def test_bad_values_fail_before_any_work_and_name_the_section(tmp_path):
+    with pytest.raises(ConfigError, match=r"methods\.sft_kl.*anchor\.type"):
+        load_quickstart_config(None, ["methods.sft_kl.anchor.type=kl2"])
+    with pytest.raises(ConfigError, match="unknown toyworld domain 'peple'"):
+        load_quickstart_config(None, ["target=peple"])
+    with pytest.raises(ConfigError, match="reference 'dpo' is not one of the methods"):
+        load_quickstart_config(None, ["reference=dpo"])
+    with pytest.raises(ConfigError, match=r"section `pretrain`.*train\.lrr"):
+        load_quickstart_config(None, ["pretrain.train.lrr=1"])
+    with pytest.raises(ConfigError, match="unknown task"):
+        load_quickstart_config(None, ["eval.tasks=[toyworld_people_exact]"])
+    assert main(["quickstart", "--out", str(tmp_path / "q"), "--set", "target=peple"]) == 2
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.slow
+def test_short_quickstart_end_to_end_and_resume(tmp_path):
+    out = tmp_path / "qs"
+    study = load_quickstart_config(None, SHORT)
+    said: list[str] = []
+    res = run_quickstart(study, out, say=said.append)
+    methods = list(study.finetune)
+    # every stage left its output
+    assert (out / "data" / "info.json").is_file() and (out / "base" / "final" / "config.json").is_file()
+    for m in methods:
+        meta = json.loads((out / "runs" / m / "meta.json").read_text())
+        assert meta["status"] == "complete" and meta["steps"] == 12
+    # every checkpoint (steps 6 and 12) of every method and the base were evaluated on every task
+    from mixlab.runs import sweep as S
+
+    done, total = S.progress_counts(S.resolve(study.sweep_config(out)))
+    n_tasks = 8 + 1
+    assert done == total == (1 + 2 * len(methods)) * n_tasks
+    # the report and its figures, with the contrast against plain SFT and the finding on top
+    md = res.report_md.read_text()
+    assert "Against sft (paired, final checkpoints)" in md and md.count("Finding:") == 1
+    assert (out / "report.html").is_file() and res.figures and all(f.is_file() for f in res.figures)
+    summary = json.loads((out / "summary.json").read_text())
+    assert {c["run"] for c in summary["contrasts"]} == set(methods) - {"sft"}
+    assert set(summary["timings"]) == {"data", "pretrain", "finetune", "evaluate", "report"}
+    # fine-tuning on people lowered people bits-per-byte for plain SFT (its target gain is positive)
+    sft_bpb = [json.loads(p.read_text()) for p in (out / "sweep" / "evals").glob("*/step-*/toyworld_people_bpb/result.json")]
+    assert sft_bpb, "per-task result files are where the store says"
+    assert summary["contrasts"][0]["reference_gain"] > 0
+    assert any(line.startswith("5. Writing the report") for line in said)
+
+    # resume: nothing is trained or evaluated again, and the report is the same
+    said.clear()
+    res2 = run_quickstart(study, out, say=said.append)
+    assert any("already done" in s for s in said) and any("(0 results to compute)" in s for s in said)
+    assert res2.report_md.read_text() == md
