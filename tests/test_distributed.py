@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +23,7 @@ from mixlab.errors import ConfigError, MixlabError
 from mixlab.train import checkpoint, distributed, sft
 from mixlab.train import pretrain as P
 from mixlab.train.sft_data import Example, SFTBatches
+from tests.killing import kill_when
 from tests.test_finetune_run import ft_config, toy_base  # noqa: F401 - session fixture
 from tests.test_pretrain_run import tiny_config, write_config
 
@@ -85,6 +83,8 @@ def test_launch_checks_refuse_what_cannot_run_here(monkeypatch):
         distributed.check_launch(3, "cpu")
     with pytest.raises(ConfigError, match="at least 1"):
         distributed.check_launch(0, "cpu")
+    with pytest.raises(ConfigError, match="train.device=cuda:1 would put all 2 processes on one GPU"):
+        distributed.check_launch(2, "cuda:1")
     if torch.cuda.is_available():
         with pytest.raises(ConfigError, match="nccl needs train.device on a GPU"):
             distributed.check_launch(1, "cpu", "nccl")
@@ -148,23 +148,11 @@ def test_two_processes_train_like_one_and_resume_after_a_kill(tmp_path, data_dir
     cmd = [sys.executable, "-c", "import sys; from mixlab.cli import main; sys.exit(main(sys.argv[1:]))",
            "pretrain", str(cfg_path), "--out", str(two), "--nproc", "2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:  # kill the launcher and both workers (one process group) once a checkpoint exists
-        deadline = time.time() + 180
-        while checkpoint.latest(two) is None:
-            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-            assert time.time() < deadline, "no checkpoint within 180 s"
-            time.sleep(0.005)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    kill_when(cmd, env, lambda: checkpoint.latest(two) is not None, "checkpoint")  # launcher and both workers
     at_kill = checkpoint.list_checkpoints(two)[-1][0]
     assert at_kill < STEPS, "the run finished before it could be killed"
 
-    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    distributed.run(P.pretrain, cfg, two, nproc=2)  # resume through the Python API (no second CLI start-up)
     meta = json.loads((two / "meta.json").read_text())
     assert meta["status"] == "complete" and meta["world_size"] == 2 and meta["dist_backend"] == "gloo"
     assert meta["resumed_from"] == at_kill and meta["tokens"]["trained"] == one.tokens == STEPS * 8 * 32

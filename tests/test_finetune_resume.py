@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -15,6 +12,7 @@ from safetensors.torch import load_file
 
 from mixlab.config import dump_yaml
 from mixlab.train import checkpoint, sft
+from tests.killing import kill_when
 from tests.test_finetune_run import ft_config, toy_base  # noqa: F401 - session fixture
 
 STEPS = 60
@@ -35,19 +33,8 @@ def test_kill_and_resume_is_bit_identical(toy_base, tmp_path, method):  # noqa: 
     code = ("import sys, torch; torch.set_num_threads(1); from mixlab.train import sft; "
             "sft.finetune(sft.load_finetune_config(sys.argv[1]), sys.argv[2])")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MIXLAB_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(killed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 180
-        while not any(s >= 25 for s, _ in checkpoint.list_checkpoints(killed)):  # past one evaluation
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.time() < deadline, "no checkpoint within 180 s"
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_when([sys.executable, "-c", code, str(path), str(killed)], env,
+              lambda: any(s >= 25 for s, _ in checkpoint.list_checkpoints(killed)), "checkpoint past step 25")
     at_kill = checkpoint.list_checkpoints(killed)[-1][0]
     assert at_kill < STEPS, "the run finished before it could be killed"
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -15,6 +12,7 @@ from safetensors.torch import load_file
 
 from mixlab.train import checkpoint
 from mixlab.train import pretrain as P
+from tests.killing import kill_when
 from tests.test_pretrain_run import tiny_config, write_config
 
 STEPS = 200
@@ -27,22 +25,9 @@ def test_kill_and_resume_is_bit_identical(tmp_path, data_dir):
     cfg_path = write_config(tmp_path, cfg_dict)
     killed = tmp_path / "killed"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from mixlab.cli import main; sys.exit(main(sys.argv[1:]))",
-         "pretrain", str(cfg_path), "--out", str(killed)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.time() + 120
-        while checkpoint.latest(killed) is None:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.time() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_when([sys.executable, "-c", "import sys; from mixlab.cli import main; sys.exit(main(sys.argv[1:]))",
+               "pretrain", str(cfg_path), "--out", str(killed)], env,
+              lambda: checkpoint.latest(killed) is not None, "checkpoint", timeout_s=120)
     done_at_kill = [s for s, _ in checkpoint.list_checkpoints(killed)]
     assert done_at_kill and done_at_kill[-1] < STEPS, "the run finished before it could be killed"
 

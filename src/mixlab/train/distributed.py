@@ -18,6 +18,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 import torch
@@ -28,6 +29,9 @@ from mixlab.errors import ConfigError, MixlabError
 Backend = Literal["auto", "nccl", "gloo"]
 T = TypeVar("T")
 _USER_ERROR = "MixlabWorkerError"
+# How long a rank waits in a collective. Generous because rank 0 evaluates (and trains the tokenizer)
+# alone while the others wait; a rank that dies is caught sooner by the launcher, which watches them all.
+COLLECTIVE_TIMEOUT = timedelta(hours=2)
 
 
 class MixlabWorkerError(Exception):
@@ -64,6 +68,10 @@ def check_launch(nproc: int, device: str = "auto", backend: Backend = "auto") ->
         raise ConfigError(f"--dist-backend nccl needs train.device on a GPU, but train.device={device}; "
                           "use --dist-backend gloo for CPU training or --set train.device=cuda")
     if cuda:
+        if nproc > 1 and ":" in device:
+            raise ConfigError(f"train.device={device} would put all {nproc} processes on one GPU; use "
+                              "--set train.device=cuda (each process takes its own GPU) and choose the GPUs with "
+                              "CUDA_VISIBLE_DEVICES")
         if not torch.cuda.is_available():
             raise ConfigError(f"train.device={device} but torch sees no CUDA GPU; use --set train.device=cpu")
         gpus = torch.cuda.device_count()
@@ -173,9 +181,9 @@ def init(backend: str | None = None) -> None:
     if backend == "nccl":
         local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(local)  # "cuda" means this rank's GPU from here on
-        dist.init_process_group(backend, device_id=local)
+        dist.init_process_group(backend, device_id=local, timeout=COLLECTIVE_TIMEOUT)
     else:
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
 
 
 # ---------------------------------------------------------------- launch
