@@ -108,6 +108,9 @@ def test_cli_rejects_bad_launches_before_any_work(tmp_path, monkeypatch, capsys)
     if not torch.cuda.is_available():
         assert main(["pretrain", str(cfg), "--out", str(out), "--nproc", "2", "--dist-backend", "nccl"]) == 2
         assert "nccl needs CUDA GPUs" in capsys.readouterr().err
+    grpo = ROOT / "configs" / "finetune" / "toyworld_grpo.yaml"  # trl-based: trains outside mixlab's loop
+    assert main(["finetune", str(grpo), "--out", str(out), "--nproc", "2"]) == 2
+    assert "method 'grpo' trains through its own recipe, which --nproc does not launch" in capsys.readouterr().err
     assert not out.exists()
 
 
