@@ -130,9 +130,20 @@ def test_slurm_arrays_and_dependent_chain_as_submitted(fake_slurm):
 
 def _descendants(pid: int) -> list[int]:
     out = []
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # exited meanwhile
+        return out
+    for child in children:
         out += [int(child), *_descendants(int(child))]
     return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
 
 
 @pytest.mark.slow
@@ -151,8 +162,7 @@ def test_timed_out_training_job_is_resubmitted_and_resumes_from_its_checkpoint(t
     while not (run_dir / "checkpoints" / "step-8").is_dir():
         assert time.time() < deadline and not handle.done(), handle.stderr()
         time.sleep(0.05)
-    tasks = [p for p in _descendants(handle._process.pid)
-             if "submitit.core._submit" in Path(f"/proc/{p}/cmdline").read_text()]
+    tasks = [p for p in _descendants(handle._process.pid) if "submitit.core._submit" in _cmdline(p)]
     assert len(tasks) == 1, (tasks, handle.stderr())
     os.kill(tasks[0], signal.SIGUSR2)  # what the controller sends `signal_delay_s` before the time limit
     (res,) = SL.wait([Job("train-tiny", train_variant)], [handle], None, poll_s=0.2)

@@ -60,13 +60,26 @@ def run_cmd(
     cfg, names = S.load_swarm(dir)
     launch = L.launch_config(cfg.launch, backend, workers, ray_address, cpus, gpus, mem_gb, max_retries,
                              partition, time_min, array_parallelism, slurm_local)
+    evaluates = bool(cfg.eval.suites or cfg.eval.tasks)
     with progress() as bar:
         trained = bar.add_task("trained", total=len(names), completed=sum(S.is_trained(dir, n) for n in names))
+        evaluated = bar.add_task("evaluated", total=None, visible=evaluates)
         stop = threading.Event()
 
-        def poll() -> None:  # run directories are the one place every backend's jobs report to
+        def poll() -> None:  # run directories and the store are where every backend's jobs report to
+            from mixlab.runs import sweep as SW
+
+            exp = None
             while not stop.wait(1.0):
-                bar.update(trained, completed=sum(S.is_trained(dir, n) for n in names))
+                n_done = sum(S.is_trained(dir, n) for n in names)
+                bar.update(trained, completed=n_done)
+                if evaluates and n_done == len(names):
+                    try:
+                        exp = exp or SW.resolve(S.sweep_config(dir, cfg, names))
+                        done, total = SW.progress_counts(exp)
+                    except Exception:  # the display must never break the run; the run reports errors
+                        continue
+                    bar.update(evaluated, completed=done, total=total)
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
