@@ -31,6 +31,7 @@ class ConfigKind:
 CONFIG_KINDS: dict[str, ConfigKind] = {
     "pretrain": ConfigKind("mixlab.train.pretrain:PretrainConfig", frozenset({"duration"})),
     "data": ConfigKind("mixlab.data.build:DataConfig", frozenset({"domains"})),
+    "swarm": ConfigKind("mixlab.mixopt.swarm:SwarmConfig", frozenset({"variants"})),
 }
 
 
