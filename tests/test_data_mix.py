@@ -121,17 +121,19 @@ def test_fast_normalization_matches_the_regular_expression_definition():
     import string
     import unicodedata
 
-    from mixlab.data.normalize import _NON_WORD, _SPACE, normalize_text
+    from mixlab.data.normalize import _NON_WORD, _OPERATOR, _SPACE, normalize_text
 
     def reference(t: str) -> str:
         t = unicodedata.normalize("NFKC", t).lower()
-        return _SPACE.sub(" ", _NON_WORD.sub(" ", t)).strip()
+        return _SPACE.sub(" ", _OPERATOR.sub(r" \1 ", _NON_WORD.sub(" ", t))).strip()
 
     rng = random.Random(0)
     alphabet = string.printable + "éß—’ﬁ"
     for _ in range(5000):
         t = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
         assert normalize_text(t) == reference(t), repr(t)
+    assert normalize_text("What is 4+0?") == "what is 4 + 0" != normalize_text("What is 4 - 0?")
+    assert normalize_text("Is it TRUE?!") == normalize_text("is it true") == "is it true"
 
 
 def test_gram_hasher_finds_exactly_the_shared_ngrams():

@@ -80,6 +80,12 @@ class QuickstartConfig(StrictModel):
             raise ValueError(f"unknown toyworld domain {v!r}; choose one of {', '.join(DOMAINS)}")
         return v
 
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _drop_null(cls, v: Any) -> Any:
+        """``--set methods.grpo=null`` leaves a method out."""
+        return {k: m for k, m in v.items() if m is not None} if isinstance(v, dict) else v
+
     @field_validator("methods")
     @classmethod
     def _methods(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -140,6 +146,9 @@ class Study:
         methods: dict[str, dict[str, Any]] = {}
         for name, patch in cfg.methods.items():
             d = _merge(_merge({"kind": "finetune", "seed": cfg.seed}, cfg.finetune), patch)
+            replay = (d.get("data") or {}).get("replay") or {}
+            if replay.get("source") == "other_domains":
+                replay["source"] = [f"toyworld:{o}" for o in others]
             d = _merge(d, {"model": {"base": "<base>"}, "data": {"build": "<data>"}})
             validate(FinetuneConfig, d, f"{source} (methods.{name} merged into `finetune`)")
             methods[name] = d
@@ -259,18 +268,18 @@ def _build_data(study: Study, path: Path, say: Say) -> Path:
         "and checking it for contamination ...")
     build(study.data, path)
     info = read_info(path)
-    counts = info.get("counts", {})
-    overlaps = (info.get("contamination") or {}).get("overlaps", info.get("contamination"))
-    say(f"   {sum(v for v in (counts.get('train') or {}).values()) if isinstance(counts.get('train'), dict) else counts.get('train', '?')} "
-        f"training records; contamination check: {_contamination_line(overlaps)}")
+    say(f"   {info['counts']['train_total']:,} training and {info['counts']['test_total']:,} test records; "
+        + _contamination_line(info.get("contamination") or {}))
     return path
 
 
-def _contamination_line(overlaps: Any) -> str:
-    if not isinstance(overlaps, list):
-        return "done"
-    hits = sum(int(o.get("ngram", 0)) for o in overlaps if isinstance(o, dict))
-    return f"{hits} overlapping training items against {len(overlaps)} reference sets"
+def _contamination_line(c: dict[str, Any]) -> str:
+    refs = len(c.get("overlaps", []))
+    line = (f"{c.get('ngram', '?')}-gram contamination check against {refs} test and benchmark sets: "
+            f"{c.get('train_test_ngram_overlap', 0)} overlapping training items left")
+    if c.get("dropped_before_mixing"):
+        line += f" ({c['dropped_before_mixing']} dropped before mixing)"
+    return line
 
 
 def _pretrain(study: Study, path: Path, say: Say, bar: Callable[[str, int, int], None]) -> Path:
