@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--metric", default="bpb/mean")
     ap.add_argument("--workers", type=int, default=None, help="local workers (default: the cores)")
     ap.add_argument("--out", default=str(ROOT / "runs/swarm_toyworld_e2e"))
+    ap.add_argument("--set", action="append", default=[], help="overrides of the swarm config, e.g. set=[duration.tokens=196608]")
+    ap.add_argument("--kl", type=float, default=0.0, help="KL pull of the proposal towards the priors")
     args = ap.parse_args()
 
     import torch
@@ -41,7 +43,7 @@ def main() -> None:
     os.chdir(ROOT)
     out = Path(args.out)
     t0 = time.perf_counter()
-    cfg = S.load_swarm_config(args.config, [f"variants={args.variants}"])
+    cfg = S.load_swarm_config(args.config, [f"variants={args.variants}", *args.set])
     S.generate(cfg, out / "swarm")
     S.run(out / "swarm", LaunchConfig(**({"workers": args.workers} if args.workers else {})))
     col = S.collect(out / "swarm")
@@ -53,7 +55,8 @@ def main() -> None:
     print(f"swarm of {len(col.runs)} runs, {args.regressor} fit of {args.metric}: out-of-fold spearman "
           f"{cv['spearman']:.3f}, rmse {cv['rmse']:.4f}")
     pcfg = ProposeConfig(fit=str(out / "fit"), objective={args.metric: {"weight": 1.0, "direction": "min"}},
-                         constraints={"min_weight": cfg.sampling.min_weight, "max_weight": info["max_weight"]})
+                         constraints={"min_weight": cfg.sampling.min_weight, "max_weight": info["max_weight"]},
+                         kl_to_prior=args.kl)
     prop = propose(out / "fit", pcfg, out / "proposal")
     base = S.load_base(cfg)
     domains = info["domains"]
