@@ -141,7 +141,7 @@ def launcher_for(cfg: LaunchConfig, folder: str | None = None) -> Launcher:
     if cfg.backend == "local":
         from mixlab.runs.launch.local import LocalLauncher
 
-        return LocalLauncher(cfg.workers)
+        return LocalLauncher(cfg.workers, threads=cfg.cpus)
     if cfg.backend == "ray":
         from mixlab.runs.launch.ray import RayLauncher
 
