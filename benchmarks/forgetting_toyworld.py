@@ -2,8 +2,19 @@
 
 Pretrains the toyworld base (``configs/pretrain/toyworld_base.yaml``), then fine-tunes it on one
 target domain with each method's shipped config (``configs/finetune/toyworld_*.yaml``: sft, lora,
-sft + KL / reverse-KL / JS anchor, sft + replay of the other domains) for several seeds, evaluating
-the base (once, cached) and every final model on the toyworld suite through the evaluation engine.
+sft + KL / reverse-KL / JS anchor, sft + replay of the other domains; and methods that learn from the
+model's own outputs: self_distill = ``mixlab distill`` with the base as teacher, then SFT on its verified
+answers; spin = iterated DPO, ground truth vs own samples; grpo = RL with the verifier as reward) for
+several seeds, evaluating the base (once, cached) and every final model on the toyworld suite through
+the evaluation engine. spin runs ``steps // 2`` steps per iteration (two iterations) and grpo
+``steps // 3`` steps (each samples 8 answers for each of 16 prompts).
+
+The literature (Shenfeld et al. 2025, "RL's razor"; Chu et al. 2025, "SFT memorizes, RL generalizes";
+Chen et al. 2024 on SPIN) finds that learning from on-policy data forgets less than SFT on fixed
+targets: an update toward the model's own high-reward samples moves it less far (in KL) from the base.
+Compare the ``forget`` columns of sft with self_distill / spin / grpo, and read them with their gain:
+on this tiny base on-policy methods also learn less, so "forgets less" must be set against the
+matched-gain control (sft@lr1e-4).
 
 Printed per method (mean +- sample standard deviation over seeds):
   gain       target-domain bits-per-byte drop (base - fine-tuned; higher = learned more) and MC change;
@@ -14,6 +25,7 @@ Printed per method (mean +- sample standard deviation over seeds):
 
     python benchmarks/forgetting_toyworld.py                      # people target, 3 seeds, ~10 min
     python benchmarks/forgetting_toyworld.py --seeds 0 1 --steps 60 --target prose
+    python benchmarks/forgetting_toyworld.py --target arithmetic --methods sft self_distill spin grpo sft@lr1e-4
 """
 
 from __future__ import annotations
@@ -31,17 +43,20 @@ import torch  # noqa: E402
 
 from mixlab.data.toyworld import DOMAINS  # noqa: E402
 from mixlab.train import pretrain as P  # noqa: E402
-from mixlab.train import sft  # noqa: E402
+from mixlab.train import distill, sft  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {  # name: (config in configs/finetune, extra overrides)
     "sft": ("toyworld_sft", []), "lora": ("toyworld_lora", []), "sft+kl": ("toyworld_sft_kl", []),
     "sft+kl_rev": ("toyworld_sft_kl_rev", []), "sft+js": ("toyworld_sft_js", []),
     "sft+replay": ("toyworld_sft_replay", []),
+    # learning from the model's own outputs (part 2): SFT on its own verified answers, SPIN, GRPO
+    "self_distill": ("toyworld_self_distill", []), "spin": ("toyworld_spin", []), "grpo": ("toyworld_grpo", []),
     # control: plain SFT at a third of the learning rate, whose gain matches the mitigations', so
     # "forgets less" can be told apart from "learns less"
     "sft@lr1e-4": ("toyworld_sft", ["train.lr=0.0001"]),
 }
+OWN_OUTPUTS = ("self_distill", "spin", "grpo")
 
 
 def run_method(name: str, base: Path, target: str, seed: int, steps: int, limit: int, work: Path) -> dict:
@@ -52,9 +67,17 @@ def run_method(name: str, base: Path, target: str, seed: int, steps: int, limit:
     if name == "sft+replay":
         overrides.append("data.replay.source=[" + ", ".join(f"toyworld:{d}" for d in others) + "]")
     config, extra = METHODS[name]
+    if name in OWN_OUTPUTS:  # their configs carry no early_stop section: evaluate the suite at the end
+        overrides += ["early_stop.suite=toyworld", "early_stop.metric=bpb"]
+    if name == "spin":  # train.steps counts steps per iteration
+        overrides[3] = f"train.steps={max(1, steps // 2)}"
+    if name == "grpo":  # GRPO samples 8 answers per prompt per step: fewer, costlier steps
+        overrides[3] = f"train.steps={max(1, steps // 3)}"
+    t0 = time.perf_counter()
+    if name == "self_distill":
+        overrides[1] = f"data.records={self_distill_data(base, target, seed, work)}"
     cfg = sft.load_finetune_config(ROOT / "configs" / "finetune" / f"{config}.yaml", overrides + extra)
     out = work / f"{name}-s{seed}"
-    t0 = time.perf_counter()
     res = sft.finetune(cfg, out)
     final = json.loads((out / "eval" / f"step-{res.steps}" / "results.json").read_text())
     base_res = res.baseline or {}
@@ -71,6 +94,15 @@ def run_method(name: str, base: Path, target: str, seed: int, steps: int, limit:
         "per_domain_bpb": {d: delta(d, "bpb", "bpb") for d in DOMAINS},
         "base": {t: base_res[t] for t in base_res}, "final": final,
     }
+
+
+def self_distill_data(base: Path, target: str, seed: int, work: Path) -> Path:
+    """The base's own verified answers to the target questions (``mixlab distill``, teacher = the base)."""
+    cfg = distill.load_distill_config(ROOT / "configs" / "distill" / "toyworld_self.yaml",
+                                      [f"teacher.model={base}", f"data.datasets=[toyworld_{target}]", f"seed={seed}"])
+    result = distill.distill(cfg, work / f"distill-s{seed}")
+    print("    self-distillation data: " + "; ".join(distill.describe_rates(result.per_dataset)), flush=True)
+    return result.train_file
 
 
 def spread(values: list[float]) -> str:

@@ -114,3 +114,26 @@ def test_a_teacher_that_cannot_be_loaded_fails_before_sampling(tmp_path):
 
     with pytest.raises(ValidationError, match="unknown verifier 'nope'"):
         distill_config(tmp_path, records, verifier="nope")
+
+
+def test_the_distill_command_prints_pass_rates_and_shipped_configs_validate(toy_base, tmp_path):
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from mixlab.cli import app
+    from mixlab.cli import pretrain as pt_cli
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "configs" / "distill").glob("*.yaml")):
+        kind, cfg = pt_cli.validate_file(path)
+        assert kind == "distill" and isinstance(cfg, distill.DistillConfig), path
+    records = one_records(tmp_path / "q.jsonl")
+    args = ["distill", str(root / "configs" / "distill" / "toyworld_self.yaml"), "--out", str(tmp_path / "out"),
+            "--set", f"teacher.model={toy_base}", "--set", "data.datasets=null", "--set", f"data.records={records}",
+            "--set", "data.max_records=null", "--set", "sampling.max_new_tokens=3"]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, run.output
+    info = json.loads((tmp_path / "out" / "info.json").read_text())["per_dataset"]["ones"]
+    assert f"ones: {info['accepted']} of {info['sampled']} accepted" in run.output and info["sampled"] == 44
+    assert "train.jsonl" in run.output

@@ -74,3 +74,38 @@ def test_grpo_with_lora_and_a_kl_term_writes_adapters_and_a_merged_model(toy_bas
     assert [r["step"] for r in log] == [1, 2] and all("kl" in r for r in log)
     with pytest.raises(Exception, match="lora.target_modules: the model has no module"):
         sft.prepare(grpo_config(toy_base, tmp_path / "ones.jsonl", lora={"target_modules": ["c_attn"]}))
+
+
+@pytest.mark.slow
+def test_a_grpo_run_killed_with_sigkill_resumes_from_its_last_checkpoint(toy_base, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = grpo_config(toy_base, one_records(tmp_path / "ones.jsonl"), train={"steps": 8, "log_every": 1},
+                      checkpoint={"every": 2})
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    run = tmp_path / "run"
+    code = ("import sys, json; from mixlab.train import sft; "
+            "sft.finetune(sft.FinetuneConfig.model_validate(json.load(open(sys.argv[1]))), sys.argv[2])")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "cfg.json"), str(run)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "trainer" / "checkpoint-4" / "trainer_state.json").is_file():
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert json.loads((run / "meta.json").read_text())["status"] == "running"
+    done_before = [s for s, _ in checkpoint.list_checkpoints(run)]
+    assert 4 in done_before and 8 not in done_before, done_before
+    result = sft.finetune(cfg, run)
+    assert result.steps == 8 and not result.skipped
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["resumed_from"].endswith(f"checkpoint-{max(s for s in done_before if s % 2 == 0)}")
+    steps = [r["step"] for r in rows(run)]
+    assert steps == list(range(1, 9))  # no duplicated or lost rows across the kill
+    assert [s for s, _ in checkpoint.list_checkpoints(run)] == [2, 4, 6, 8]

@@ -34,12 +34,12 @@ def run_distill(config: Path, out: Path, overrides: list[str]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("distill")
     def distill_cmd(
-        config: Path = typer.Argument(..., help="Distillation config (YAML), e.g. configs/finetune/toyworld_self_distill_data.yaml"),
+        config: Path = typer.Argument(..., help="Distillation config (YAML), e.g. configs/distill/toyworld_self.yaml"),
         out: Path = typer.Option(..., "--out", help="Output directory; an unfinished run there is resumed."),
         overrides: list[str] = SetOption,
     ) -> None:
         """Sample k answers per question from a teacher, keep those the verifier accepts, write an SFT dataset.
 
-        Example: mixlab distill configs/finetune/toyworld_self_distill_data.yaml --out runs/distill_self
+        Example: mixlab distill configs/distill/toyworld_self.yaml --out runs/distill_self
         """
         run_distill(config, out, overrides or [])

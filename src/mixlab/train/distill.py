@@ -128,14 +128,11 @@ def load_teacher(section: TeacherSection) -> tuple[Any, Any, str]:
 
 def prepare(cfg: DistillConfig, status: Callable[[str], None] | None = None) -> DistillPrepared:
     """Read the questions, plan their verification and load the teacher: every user error surfaces here."""
-    from mixlab.train.sft_data import Formatter, load_targets, sample
+    from mixlab.train.sft_data import Formatter, select_targets
 
     say = status or (lambda _m: None)
     say("reading data")
-    found, _ = load_targets(cfg.data)
-    if cfg.data.max_records is not None:
-        found = found[: cfg.data.max_records]
-    found = sample(found, cfg.data.sample_ratio, cfg.seed)
+    found, _ = select_targets(cfg.data, cfg.seed)
     checks = rewards.plan_checks(found, cfg.verifier, field="verifier")
     if any(c.verifier == "code" for c in checks):
         from mixlab.eval.sandbox import check_sandbox

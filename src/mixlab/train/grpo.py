@@ -20,7 +20,6 @@ continues from it, and a finished run is not redone.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,6 @@ import torch
 
 from mixlab.train import rewards
 from mixlab.train.loop import StepInfo
-from mixlab.train.pretrain import resolve_device
 
 
 @dataclass
@@ -63,26 +61,6 @@ class GRPOPrepared:
         }
 
 
-def load_prompts(cfg: Any, tokenizer: Any) -> tuple[list[Any], list[Any], str, bool]:
-    """(records, prompts, origin, chat) of the run's data: questions formatted as SFT formats them.
-
-    With a chat template the prompt is a conversation (trl applies the template); without one it is
-    ``data.prompt_template`` filled with the question.
-    """
-    from mixlab.train.sft_data import Formatter, load_targets, sample
-
-    found, origin = load_targets(cfg.data)
-    if cfg.data.max_records is not None:
-        found = found[: cfg.data.max_records]
-    found = sample(found, cfg.data.sample_ratio, cfg.seed)
-    fmt = Formatter(tokenizer, cfg.data)
-    if fmt.chat:
-        prompts = [[{"role": "user", "content": r.question}] for _, r in found]
-    else:
-        prompts = [fmt.prompt(r.question) for _, r in found]
-    return found, prompts, origin, fmt.chat
-
-
 def reward_checks(cfg: Any, found: list[tuple[str, Any]]) -> list[list[rewards.Check]]:
     """One list of checks per reward function (``auto`` picks each record's verifier by answer type)."""
     return [rewards.plan_checks(found, name, field=f"grpo.rewards ({name})") for name in cfg.grpo.rewards]
@@ -90,28 +68,22 @@ def reward_checks(cfg: Any, found: list[tuple[str, Any]]) -> list[list[rewards.C
 
 def prepare(cfg: Any, status: Callable[[str], None] | None = None) -> GRPOPrepared:
     """Load the base and the prompts and plan every record's verification: user errors surface here."""
-    from mixlab.train.sft import _resolve_eval, apply_lora, load_base
+    from mixlab.train.sft import apply_lora
+    from mixlab.train.trl_bridge import load_inputs
 
-    say = status or (lambda _m: None)
-    specs = _resolve_eval(cfg)
-    device = resolve_device(cfg.train.device)
-    say("loading base model")
-    t0 = time.perf_counter()
-    model, tok, base_path = load_base(cfg.model, device)
-    load_s = time.perf_counter() - t0
-    say("reading data")
-    found, prompts, origin, chat = load_prompts(cfg, tok)
-    checks = reward_checks(cfg, found)
+    x = load_inputs(cfg, status or (lambda _m: None))
+    checks = reward_checks(cfg, x.found)
     if any(ch.verifier == "code" for per in checks for ch in per):
         from mixlab.eval.sandbox import check_sandbox
 
         check_sandbox()
+    model = x.model
     if cfg.lora is not None:  # the reference is then the model with its adapter disabled
         model = apply_lora(model, cfg.lora, cfg.seed)
     t = cfg.train
-    steps = t.steps or max(1, math.ceil((t.epochs or 1.0) * len(prompts) / t.batch_size))
-    datasets = [r.dataset for _, r in found]
-    return GRPOPrepared(cfg, model, tok, base_path, prompts, checks, datasets, steps, device, specs, load_s, origin, chat)
+    steps = t.steps or max(1, math.ceil((t.epochs or 1.0) * len(x.prompts) / t.batch_size))
+    return GRPOPrepared(cfg, model, x.tokenizer, x.base_path, x.prompts, checks, [r.dataset for _, r in x.found],
+                        steps, x.device, x.eval_specs, x.load_seconds, x.origin, x.chat)
 
 
 def format_plan(prep: GRPOPrepared) -> str:
@@ -175,33 +147,31 @@ def build_trainer(prep: GRPOPrepared, out: Path, callbacks: list[Any]):
 
 
 def quiet(trainer: Any) -> Any:
-    """No log dictionaries printed to stdout (metrics.jsonl and the progress bar report them)."""
+    """No log dictionaries printed to stdout and no per-shard or per-map progress bars (metrics.jsonl and
+    the run's own progress bar report them)."""
+    import datasets
     from transformers.trainer_callback import PrinterCallback
+    from transformers.utils import logging as hf_logging
 
     trainer.remove_callback(PrinterCallback)
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     return trainer
 
 
 def finetune(cfg: Any, out: str | Path, on_step: Callable[[StepInfo], None] | None = None,
              status: Callable[[str], None] | None = None):
     """Run (or resume, or skip when finished) a GRPO run in ``out``; returns a ``FinetuneResult``."""
-    from mixlab.train.trl_bridge import EarlyStopping, RunState, finish, last_trainer_checkpoint, make_callback, start_run
+    from mixlab.train.trl_bridge import Run, finish, last_trainer_checkpoint, start_run
 
-    out = Path(out)
-    say = status or (lambda _m: None)
-    started = start_run(cfg, out, prepare, say)
-    if not isinstance(started, tuple):
-        return started
-    prep, meta, t_start = started
-    early = EarlyStopping(prep, out, say)
-    state = RunState()
-    callback = make_callback(out, prep.tokenizer, prep.steps, every=cfg.checkpoint.every, on_step=on_step,
-                             state=state, evaluate=early.evaluate, eval_every=early.every,
-                             should_stop=early.should_stop, info=early.info)
-    say("training")
-    trainer = build_trainer(prep, out, [callback])
-    resume = last_trainer_checkpoint(out)
+    run = start_run(cfg, out, prepare, status, on_step)
+    if not isinstance(run, Run):
+        return run
+    trainer = build_trainer(run.prep, run.out, [run.callback(run.prep.steps)])
+    resume = last_trainer_checkpoint(run.out)
     if resume:
-        early.restore(out)
+        run.early.restore(run.out)
+    if status:
+        status("training")
     result = trainer.train(resume_from_checkpoint=resume)
-    return finish(prep, out, meta, trainer.state.global_step, state, early, t_start, result, resume)
+    return finish(run, trainer.state.global_step, result, resume)

@@ -424,17 +424,24 @@ def _resolve_eval(cfg: FinetuneConfig) -> list[Any]:
     return specs
 
 
-def prepare(cfg: FinetuneConfig, status: Callable[[str], None] | None = None) -> FinetunePrepared:
-    """Load and check everything a run needs; every user error is raised here, before training."""
-    say = status or (lambda _m: None)
-    if (module := recipe_module(cfg)) is not None:
-        return module.prepare(cfg, say)
+def load_for_run(cfg: FinetuneConfig, say: Callable[[str], None]) -> tuple[list[Any], torch.device, torch.nn.Module,
+                                                                          Any, str, float]:
+    """What every method loads first: the early-stopping tasks (checked), the device, the base model and
+    tokenizer, where the base came from, and the seconds loading it took."""
     specs = _resolve_eval(cfg)
     device = resolve_device(cfg.train.device)
     say("loading base model")
     t0 = time.perf_counter()
     model, tok, base_path = load_base(cfg.model, device)
-    load_s = time.perf_counter() - t0
+    return specs, device, model, tok, base_path, time.perf_counter() - t0
+
+
+def prepare(cfg: FinetuneConfig, status: Callable[[str], None] | None = None) -> FinetunePrepared:
+    """Load and check everything a run needs; every user error is raised here, before training."""
+    say = status or (lambda _m: None)
+    if (module := recipe_module(cfg)) is not None:
+        return module.prepare(cfg, say)
+    specs, device, model, tok, base_path, load_s = load_for_run(cfg, say)
     say("reading data")
     data = build_sft_data(cfg.data, tok, cfg.seed)
     if cfg.lora is not None:

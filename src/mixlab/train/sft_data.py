@@ -155,6 +155,14 @@ def load_targets(section: DataSection) -> tuple[list[tuple[str, Record]], str]:
     return found, origin
 
 
+def select_targets(section: DataSection, seed: int) -> tuple[list[tuple[str, Record]], str]:
+    """The records a run uses: :func:`load_targets`, cut to ``max_records``, sampled to ``sample_ratio``."""
+    found, origin = load_targets(section)
+    if section.max_records is not None:
+        found = found[: section.max_records]
+    return sample(found, section.sample_ratio, seed), origin
+
+
 def check_completions(found: Sequence[tuple[str, Record]]) -> None:
     """Every record needs a non-empty completion (``solution`` or ``reference_answer``) to train on."""
     bad = [where for where, r in found if not r.completion.strip()]
@@ -313,10 +321,7 @@ def pack(examples: Sequence[Example], max_len: int, seed: int) -> list[Example]:
 
 def build_sft_data(section: DataSection, tokenizer: Any, seed: int) -> SFTData:
     """Read, check, sample, format and (optionally) pack the targets and replay of a run."""
-    found, origin = load_targets(section)
-    if section.max_records is not None:
-        found = found[: section.max_records]
-    found = sample(found, section.sample_ratio, seed)
+    found, origin = select_targets(section, seed)
     fmt = Formatter(tokenizer, section)
     encoded = [fmt.encode(r.question, r.completion) for _, r in found]
     examples = [e for e, _ in encoded]

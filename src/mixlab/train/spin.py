@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,6 @@ from mixlab import atomic
 from mixlab.data.records import Record
 from mixlab.train import checkpoint
 from mixlab.train.loop import StepInfo
-from mixlab.train.pretrain import resolve_device
 
 
 @dataclass
@@ -67,24 +65,15 @@ class SPINPrepared:
 
 def prepare(cfg: Any, status: Callable[[str], None] | None = None) -> SPINPrepared:
     """Load the base and the questions with their ground-truth answers; user errors surface here."""
-    from mixlab.train.grpo import load_prompts
-    from mixlab.train.sft import _resolve_eval, apply_lora, load_base
+    from mixlab.train.sft import apply_lora
+    from mixlab.train.trl_bridge import load_inputs
 
-    say = status or (lambda _m: None)
-    specs = _resolve_eval(cfg)
-    device = resolve_device(cfg.train.device)
-    say("loading base model")
-    t0 = time.perf_counter()
-    model, tok, base_path = load_base(cfg.model, device)
-    load_s = time.perf_counter() - t0
-    say("reading data")
-    found, prompts, origin, chat = load_prompts(cfg, tok)
-    if cfg.lora is not None:
-        model = apply_lora(model, cfg.lora, cfg.seed)
+    x = load_inputs(cfg, status or (lambda _m: None))
+    model = apply_lora(x.model, cfg.lora, cfg.seed) if cfg.lora is not None else x.model
     t = cfg.train
-    per_iter = t.steps or max(1, math.ceil((t.epochs or 1.0) * len(found) / t.batch_size))
-    return SPINPrepared(cfg, model, tok, base_path, [r for _, r in found], prompts, chat, per_iter, device, specs,
-                        load_s, origin)
+    per_iter = t.steps or max(1, math.ceil((t.epochs or 1.0) * len(x.found) / t.batch_size))
+    return SPINPrepared(cfg, model, x.tokenizer, x.base_path, [r for _, r in x.found], x.prompts, x.chat, per_iter,
+                        x.device, x.eval_specs, x.load_seconds, x.origin)
 
 
 def format_plan(prep: SPINPrepared) -> str:
@@ -149,6 +138,7 @@ def reference_of(model: torch.nn.Module) -> torch.nn.Module:
 def build_trainer(prep: SPINPrepared, model: torch.nn.Module, ref_model: torch.nn.Module, rows: list[dict[str, Any]],
                   out: Path, iteration: int, callbacks: list[Any]):
     """trl's DPOTrainer for one SPIN iteration."""
+    import datasets
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -162,6 +152,7 @@ def build_trainer(prep: SPINPrepared, model: torch.nn.Module, ref_model: torch.n
     args = DPOConfig(**kwargs, per_device_train_batch_size=micro, gradient_accumulation_steps=t.batch_size // micro,
                      beta=sp.beta, loss_type=[sp.loss_type], max_length=cfg.data.max_seq_len,
                      activation_checkpointing=False, dataset_num_proc=None)
+    datasets.disable_progress_bars()  # no per-map bar inside the run's own progress display
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=prep.tokenizer, callbacks=callbacks)
     return quiet(trainer)
@@ -180,23 +171,20 @@ def _finished_iterations(out: Path, per_iter: int, iterations: int) -> int:
 def finetune(cfg: Any, out: str | Path, on_step: Callable[[StepInfo], None] | None = None,
              status: Callable[[str], None] | None = None):
     """Run (or resume, or skip when finished) a SPIN run in ``out``; returns a ``FinetuneResult``."""
-    from mixlab.train.trl_bridge import EarlyStopping, RunState, finish, make_callback, start_run
+    from mixlab.train.trl_bridge import Run, finish, start_run
 
-    out = Path(out)
+    run = start_run(cfg, out, prepare, status, on_step)
+    if not isinstance(run, Run):
+        return run
     say = status or (lambda _m: None)
-    started = start_run(cfg, out, prepare, say)
-    if not isinstance(started, tuple):
-        return started
-    prep, meta, t_start = started
-    early = EarlyStopping(prep, out, say)
-    state = RunState()
+    prep, out = run.prep, run.out
     model, S, n_iter = prep.model, prep.steps_per_iteration, cfg.spin.iterations
     done = _finished_iterations(out, S, n_iter)
     resumed = None
     if done:
         resumed = str(checkpoint.step_dir(out, done * S))
         checkpoint.load_weights(model, resumed)
-        early.restore(out)
+        run.early.restore(out)
     history = []
     step = done * S
     for it in range(done + 1, n_iter + 1):
@@ -205,16 +193,14 @@ def finetune(cfg: Any, out: str | Path, on_step: Callable[[StepInfo], None] | No
         rows = pairs_for(prep, rejected)
         same = sum(r.completion.strip() == own.strip() for r, own in zip(prep.records, rejected, strict=True))
         atomic.write_jsonl(out / f"iter-{it}" / "pairs.jsonl", rows)
-        callback = make_callback(out, prep.tokenizer, n_iter * S, offset=(it - 1) * S, every=cfg.checkpoint.every,
-                                 on_step=on_step, state=state, evaluate=early.evaluate, eval_every=early.every,
-                                 should_stop=early.should_stop, info=early.info)
         say(f"iteration {it}/{n_iter}: DPO")
-        trainer = build_trainer(prep, model, reference_of(model), rows, out, it, [callback])
+        trainer = build_trainer(prep, model, reference_of(model), rows, out, it,
+                                [run.callback(n_iter * S, offset=(it - 1) * S)])
         trainer.train()
         step = (it - 1) * S + trainer.state.global_step
-        info = {"step": step, "tokens": 0, "spin_iteration": it, "identical_pairs": same, **early.info()}
+        info = {"step": step, "tokens": 0, "spin_iteration": it, "identical_pairs": same, **run.early.info()}
         checkpoint.save(checkpoint.step_dir(out, step), model, None, None, info, prep.tokenizer)
         history.append({"iteration": it, "step": step, "pairs": len(rows), "identical_pairs": same})
-        if state.stopped_early:
+        if run.state.stopped_early:
             break
-    return finish(prep, out, meta, step, state, early, t_start, None, resumed, {"spin_iterations": history})
+    return finish(run, step, None, resumed, {"spin_iterations": history})

@@ -11,6 +11,7 @@ sweeps treat them like SFT checkpoints), reports progress, and runs the ``early_
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,40 @@ def trainer_kwargs(cfg: Any, out: Path, steps: int, device: torch.device) -> dic
         save_strategy="steps", save_steps=every, save_total_limit=1, bf16=bf16, use_cpu=device.type == "cpu",
         dataloader_num_workers=0, dataloader_pin_memory=False, remove_unused_columns=False,
     )
+
+
+@dataclass
+class Inputs:
+    """What GRPO and SPIN load alike: evaluation tasks, the base, the records and their prompts."""
+
+    eval_specs: list[Any]
+    device: torch.device
+    model: torch.nn.Module
+    tokenizer: Any
+    base_path: str
+    load_seconds: float
+    found: list[tuple[str, Any]]
+    prompts: list[Any]
+    origin: str
+    chat: bool
+
+
+def load_inputs(cfg: Any, say: Callable[[str], None]) -> Inputs:
+    """Resolve the early-stopping tasks, load the base and read the records; questions become prompts as
+    SFT formats them: a conversation when the model has a chat template (trl applies it), else
+    ``data.prompt_template`` filled with the question."""
+    from mixlab.train.sft import load_for_run
+    from mixlab.train.sft_data import Formatter, select_targets
+
+    specs, device, model, tok, base_path, load_s = load_for_run(cfg, say)
+    say("reading data")
+    found, origin = select_targets(cfg.data, cfg.seed)
+    fmt = Formatter(tok, cfg.data)
+    if fmt.chat:
+        prompts: list[Any] = [[{"role": "user", "content": r.question}] for _, r in found]
+    else:
+        prompts = [fmt.prompt(r.question) for _, r in found]
+    return Inputs(specs, device, model, tok, base_path, load_s, found, prompts, origin, fmt.chat)
 
 
 def last_trainer_checkpoint(out: Path) -> str | None:
@@ -189,11 +224,34 @@ class EarlyStopping:
             self.stopper.load(checkpoint.read_info(last)["early_stop"])
 
 
-def start_run(cfg: Any, out: Path, prepare: Callable[[Any, Callable[[str], None]], Any], say: Callable[[str], None]):
-    """The finished run's ``FinetuneResult`` when ``out`` holds one; else ``(prep, meta, t_start)`` of a
-    new or resumed run whose config and ``meta.json`` (status running) are written."""
+@dataclass
+class Run:
+    """A new or resumed trl-based run: its prepared inputs, ``meta.json`` so far, early stopping and state."""
+
+    prep: Any
+    out: Path
+    meta: dict[str, Any]
+    t_start: float
+    early: "EarlyStopping"
+    state: RunState
+    on_step: Callable[[StepInfo], None] | None
+
+    def callback(self, total_steps: int, offset: int = 0):
+        """The run's :func:`make_callback` (checkpoints, metrics, progress, early stopping)."""
+        e = self.early
+        return make_callback(self.out, self.prep.tokenizer, total_steps, offset=offset,
+                             every=self.prep.config.checkpoint.every, on_step=self.on_step, state=self.state,
+                             evaluate=e.evaluate, eval_every=e.every, should_stop=e.should_stop, info=e.info)
+
+
+def start_run(cfg: Any, out: str | Path, prepare: Callable[[Any, Callable[[str], None]], Any],
+              status: Callable[[str], None] | None, on_step: Callable[[StepInfo], None] | None):
+    """The finished run's ``FinetuneResult`` when ``out`` holds one; else the :class:`Run` of a new or
+    resumed run whose config and ``meta.json`` (status running) are written."""
     from mixlab.runs.rundir import base_meta, check_run_dir, write_config
 
+    out = Path(out)
+    say = status or (lambda _m: None)
     meta = check_run_dir(out, cfg)
     if meta and meta.get("status") == "complete":
         return completed_result(out, meta)
@@ -205,7 +263,7 @@ def start_run(cfg: Any, out: Path, prepare: Callable[[Any, Callable[[str], None]
     write_config(out, cfg)
     meta = {**base_meta(cfg, cfg.seed), "stage": "finetune", "status": "running", "plan": prep.summary()}
     atomic.write_json(out / "meta.json", meta)
-    return prep, meta, t_start
+    return Run(prep, out, meta, t_start, EarlyStopping(prep, out, say), RunState(), on_step)
 
 
 def completed_result(out: Path, meta: dict[str, Any]):
@@ -217,11 +275,11 @@ def completed_result(out: Path, meta: dict[str, Any]):
                           meta.get("baseline"), skipped=True)
 
 
-def finish(prep: Any, out: Path, meta: dict[str, Any], step: int, state: Any, early: EarlyStopping,
-           t_start: float, result: Any, resumed: str | None, extra: dict[str, Any] | None = None):
+def finish(run: Run, step: int, result: Any, resumed: str | None, extra: dict[str, Any] | None = None):
     """Write ``merged/`` (LoRA) and the final ``meta.json``; the run's ``FinetuneResult``."""
     from mixlab.train.sft import FinetuneResult, merge_lora
 
+    prep, out, meta, state, early, t_start = run.prep, run.out, run.meta, run.state, run.early, run.t_start
     cfg = prep.config
     final = checkpoint.step_dir(out, step)
     if not final.is_dir():
@@ -247,4 +305,5 @@ def finish(prep: Any, out: Path, meta: dict[str, Any], step: int, state: Any, ea
         "threads": torch.get_num_threads(), "device": str(prep.device), "pid": os.getpid(), **(extra or {}),
     })
     atomic.write_json(out / "meta.json", meta)
+    shutil.rmtree(out / "trainer", ignore_errors=True)  # trl's resume state (optimizer too): not needed any more
     return FinetuneResult(out, final, best, step, state.stopped_early, final_metrics, timings, early.baseline)
