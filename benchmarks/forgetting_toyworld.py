@@ -6,8 +6,8 @@ sft + KL / reverse-KL / JS anchor, sft + replay of the other domains; and method
 model's own outputs: self_distill = ``mixlab distill`` with the base as teacher, then SFT on its verified
 answers; spin = iterated DPO, ground truth vs own samples; grpo = RL with the verifier as reward) for
 several seeds, evaluating the base (once, cached) and every final model on the toyworld suite through
-the evaluation engine. spin runs ``steps // 2`` steps per iteration (two iterations) and grpo
-``steps // 3`` steps (each samples 8 answers for each of 16 prompts).
+the evaluation engine. spin runs ``steps // 2`` steps per iteration (two iterations); a grpo step
+samples 8 answers for each of 16 prompts (16 examples per step, as SFT).
 
 The literature (Shenfeld et al. 2025, "RL's razor"; Chu et al. 2025, "SFT memorizes, RL generalizes";
 Chen et al. 2024 on SPIN) finds that learning from on-policy data forgets less than SFT on fixed
@@ -71,8 +71,6 @@ def run_method(name: str, base: Path, target: str, seed: int, steps: int, limit:
         overrides += ["early_stop.suite=toyworld", "early_stop.metric=bpb"]
     if name == "spin":  # train.steps counts steps per iteration
         overrides[3] = f"train.steps={max(1, steps // 2)}"
-    if name == "grpo":  # GRPO samples 8 answers per prompt per step: fewer, costlier steps
-        overrides[3] = f"train.steps={max(1, steps // 3)}"
     t0 = time.perf_counter()
     if name == "self_distill":
         overrides[1] = f"data.records={self_distill_data(base, target, seed, work)}"

@@ -109,3 +109,20 @@ def test_a_grpo_run_killed_with_sigkill_resumes_from_its_last_checkpoint(toy_bas
     steps = [r["step"] for r in rows(run)]
     assert steps == list(range(1, 9))  # no duplicated or lost rows across the kill
     assert [s for s, _ in checkpoint.list_checkpoints(run)] == [2, 4, 6, 8]
+
+
+def test_grpo_early_stopping_evaluates_keeps_the_best_and_stops(toy_base, tmp_path):
+    cfg = grpo_config(toy_base, one_records(tmp_path / "ones.jsonl"), train={"steps": 6, "log_every": 1},
+                      checkpoint={"every": 0},
+                      early_stop={"tasks": ["toyworld_arithmetic_bpb"], "metric": "bpb", "every": 1, "patience": 1,
+                                  "limit": 8, "min_delta": 10.0})
+    result = sft.finetune(cfg, tmp_path / "run")
+    # min_delta 10 bits: no evaluation after the first can count as better, so patience 1 stops at step 2
+    assert result.stopped_early and result.steps == 2
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert [s for s, _ in meta["evaluations"]] == [1, 2] and meta["best_step"] == 1
+    assert meta["baseline"]["toyworld_arithmetic_bpb"]["bpb"] > 0
+    assert json.loads((tmp_path / "run" / "best" / "trainer_state.json").read_text())["step"] == 1
+    evals = rows(tmp_path / "run", "eval")
+    assert [r["step"] for r in evals] == [1, 2] and all(r["score"] == r["toyworld_arithmetic_bpb/bpb"] for r in evals)
+    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path / "run")] == [2]

@@ -45,7 +45,7 @@ def reference_for(record: Record, verifier: str) -> Any | None:
         if not tests:
             return None
         ref = {"tests": tests, "setup": m.get("test_setup_code", "")}
-        if m.get("entry_point"):
+        if isinstance(tests, str) and m.get("entry_point"):  # HumanEval: a check(candidate) function
             ref["entry_point"] = m["entry_point"]
         if record.dataset == "humaneval":
             ref["prompt"] = record.question
