@@ -147,7 +147,8 @@ def run_minimal(steps: int) -> float:
     other = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
                             lr=3e-3, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+    # OneCycleLR needs a warm-up phase of at least one step (pct_start * steps > 1) for short --steps
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=max(0.1, 2 / steps))
     t0 = 0.0
     for step in range(steps):
         if step == WARMUP:
