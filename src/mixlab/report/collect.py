@@ -101,7 +101,9 @@ def collect(cfg: SweepConfig) -> tuple[list[Result], list[RunMeta], dict[str, st
     for c in exp.checkpoints:
         u = c.unit
         is_base = u.base_model == u.run and u.step == 0
-        if c.run not in run_dirs:
+        if u.same_as is not None:  # step 0 of a fine-tuning run is its base model: not in the run directory
+            run_dirs.setdefault(c.run, None)
+        elif run_dirs.get(c.run) is None:
             # a checkpoint lives in <run>/checkpoints/step-N; a base model has no run directory
             run_dirs[c.run] = None if is_base else Path(u.model).parent.parent
         if u.base_model and not is_base:
