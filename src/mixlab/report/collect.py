@@ -109,6 +109,8 @@ def collect(cfg: SweepConfig) -> tuple[list[Result], list[RunMeta], dict[str, st
         if u.base_model and not is_base:
             base[c.run] = u.base_model
     metas = [_run_meta(name, d, exp.targets.get(name, ())) for name, d in run_dirs.items()]
+    # the store may hold runs an earlier version of the config named: report only this experiment's
+    results = [r for r in results if r.run in run_dirs]
     return results, metas, base
 
 
