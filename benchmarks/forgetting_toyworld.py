@@ -55,8 +55,10 @@ METHODS = {  # name: (config in configs/finetune, extra overrides)
     # control: plain SFT at a third of the learning rate, whose gain matches the mitigations', so
     # "forgets less" can be told apart from "learns less"
     "sft@lr1e-4": ("toyworld_sft", ["train.lr=0.0001"]),
+    "grpo@lr1e-4": ("toyworld_grpo", ["train.lr=0.0001"]),
 }
-OWN_OUTPUTS = ("self_distill", "spin", "grpo")
+OWN_OUTPUTS = ("self_distill", "spin", "grpo", "grpo@lr1e-4")
+EM_TASKS = ("arithmetic", "people", "prose")  # domains with a toyworld_<domain>_em task (greedy exact match)
 
 
 def run_method(name: str, base: Path, target: str, seed: int, steps: int, limit: int, work: Path) -> dict:
@@ -69,6 +71,8 @@ def run_method(name: str, base: Path, target: str, seed: int, steps: int, limit:
     config, extra = METHODS[name]
     if name in OWN_OUTPUTS:  # their configs carry no early_stop section: evaluate the suite at the end
         overrides += ["early_stop.suite=toyworld", "early_stop.metric=bpb"]
+    if target in EM_TASKS:  # what RL optimizes: the target's exact-match accuracy, greedy
+        overrides.append(f"early_stop.tasks=[toyworld_{target}_em]")
     if name == "spin":  # train.steps counts steps per iteration
         overrides[3] = f"train.steps={max(1, steps // 2)}"
     t0 = time.perf_counter()
@@ -87,6 +91,8 @@ def run_method(name: str, base: Path, target: str, seed: int, steps: int, limit:
     return {
         "method": name, "seed": seed, "seconds": round(time.perf_counter() - t0, 1), "timings": res.timings,
         "gain_bpb": -delta(target, "bpb", "bpb"), "gain_acc": delta(target, "mc", "acc"),
+        "gain_em": delta(target, "em", "numeric_match" if target == "arithmetic" else "exact_match")
+        if target in EM_TASKS else float("nan"),
         "forget_bpb": statistics.mean(delta(d, "bpb", "bpb") for d in others),
         "forget_acc": -statistics.mean(delta(d, "mc", "acc") for d in others),
         "per_domain_bpb": {d: delta(d, "bpb", "bpb") for d in DOMAINS},
@@ -135,15 +141,16 @@ def main() -> None:
     sft_forget = {r["seed"]: r["forget_bpb"] for r in rows if r["method"] == "sft"}
     print(f"\ntarget: {args.target}; {args.steps} steps; seeds {args.seeds}; mean ± sd over seeds; "
           f"{args.limit} items per task\n")
-    print(f"{'method':<11} {'gain bpb':>15} {'gain mc acc':>15} {'forget bpb':>15} {'forget mc acc':>15} "
-          f"{'forget vs sft':>15} {'train s/run':>11}")
+    print(f"{'method':<12} {'gain bpb':>15} {'gain mc acc':>15} {'gain em':>15} {'forget bpb':>15} "
+          f"{'forget mc acc':>15} {'forget vs sft':>15} {'train s/run':>11}")
     summary = {}
     for name in args.methods:
         rs = [r for r in rows if r["method"] == name]
         paired = [r["forget_bpb"] - sft_forget[r["seed"]] for r in rs if r["seed"] in sft_forget]
-        summary[name] = {k: [r[k] for r in rs] for k in ("gain_bpb", "gain_acc", "forget_bpb", "forget_acc")}
+        summary[name] = {k: [r[k] for r in rs] for k in ("gain_bpb", "gain_acc", "gain_em", "forget_bpb", "forget_acc")}
         summary[name]["forget_vs_sft"] = paired
-        print(f"{name:<11} {spread([r['gain_bpb'] for r in rs]):>15} {spread([r['gain_acc'] for r in rs]):>15} "
+        print(f"{name:<12} {spread([r['gain_bpb'] for r in rs]):>15} {spread([r['gain_acc'] for r in rs]):>15} "
+              f"{spread([r['gain_em'] for r in rs]):>15} "
               f"{spread([r['forget_bpb'] for r in rs]):>15} {spread([r['forget_acc'] for r in rs]):>15} "
               f"{spread(paired) if name != 'sft' else '-':>15} "
               f"{statistics.mean(r['timings']['training'] for r in rs):>11.1f}")

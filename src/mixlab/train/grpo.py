@@ -98,12 +98,9 @@ def format_plan(prep: GRPOPrepared) -> str:
         f"objective    loss {g.loss_type}, beta {g.beta:g}, epsilon {g.epsilon:g}, scale_rewards {g.scale_rewards}"
         + (f", stop at {g.stop!r}" if g.stop else ""),
     ]
-    if c.lora:
-        lines.append(f"lora         r={c.lora.r} alpha={c.lora.alpha:g} on {', '.join(c.lora.target_modules)}")
-    if c.early_stop:
-        lines.append(f"early stop   {c.early_stop.metric} every {c.early_stop.every} steps on "
-                     f"{', '.join(s['early_stop_tasks'])}")
-    return "\n".join(lines)
+    from mixlab.train.trl_bridge import plan_tail
+
+    return "\n".join(lines + plan_tail(c, s["early_stop_tasks"]))
 
 
 def reward_function(name: str, checks: list[rewards.Check], stop: list[str]) -> Callable[..., list[float]]:
@@ -162,16 +159,19 @@ def quiet(trainer: Any) -> Any:
 def finetune(cfg: Any, out: str | Path, on_step: Callable[[StepInfo], None] | None = None,
              status: Callable[[str], None] | None = None):
     """Run (or resume, or skip when finished) a GRPO run in ``out``; returns a ``FinetuneResult``."""
-    from mixlab.train.trl_bridge import Run, finish, last_trainer_checkpoint, start_run
+    from mixlab.train.trl_bridge import run_method
 
-    run = start_run(cfg, out, prepare, status, on_step)
-    if not isinstance(run, Run):
-        return run
+    return run_method(cfg, out, prepare, train, on_step, status)
+
+
+def train(run: Any, say: Callable[[str], None]):
+    """Train a started GRPO run, resuming from trl's last checkpoint when there is one."""
+    from mixlab.train.trl_bridge import finish, last_trainer_checkpoint
+
     trainer = build_trainer(run.prep, run.out, [run.callback(run.prep.steps)])
     resume = last_trainer_checkpoint(run.out)
     if resume:
         run.early.restore(run.out)
-    if status:
-        status("training")
+    say("training")
     result = trainer.train(resume_from_checkpoint=resume)
     return finish(run, trainer.state.global_step, result, resume)

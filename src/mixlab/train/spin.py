@@ -87,12 +87,9 @@ def format_plan(prep: SPINPrepared) -> str:
         f"training     {s['steps_per_iteration']:,} steps x {c.train.batch_size} pairs per iteration "
         f"({s['steps']:,} in all), lr {c.train.lr:g}, beta {sp.beta:g}, loss {sp.loss_type}",
     ]
-    if c.lora:
-        lines.append(f"lora         r={c.lora.r} alpha={c.lora.alpha:g} on {', '.join(c.lora.target_modules)}")
-    if c.early_stop:
-        lines.append(f"early stop   {c.early_stop.metric} every {c.early_stop.every} steps on "
-                     f"{', '.join(s['early_stop_tasks'])}")
-    return "\n".join(lines)
+    from mixlab.train.trl_bridge import plan_tail
+
+    return "\n".join(lines + plan_tail(c, s["early_stop_tasks"]))
 
 
 def own_answers(prep: SPINPrepared, model: torch.nn.Module, iteration: int) -> list[str]:
@@ -171,13 +168,16 @@ def _finished_iterations(out: Path, per_iter: int, iterations: int) -> int:
 def finetune(cfg: Any, out: str | Path, on_step: Callable[[StepInfo], None] | None = None,
              status: Callable[[str], None] | None = None):
     """Run (or resume, or skip when finished) a SPIN run in ``out``; returns a ``FinetuneResult``."""
-    from mixlab.train.trl_bridge import Run, finish, start_run
+    from mixlab.train.trl_bridge import run_method
 
-    run = start_run(cfg, out, prepare, status, on_step)
-    if not isinstance(run, Run):
-        return run
-    say = status or (lambda _m: None)
-    prep, out = run.prep, run.out
+    return run_method(cfg, out, prepare, train, on_step, status)
+
+
+def train(run: Any, say: Callable[[str], None]):
+    """Train a started SPIN run: the iterations not finished yet, each from the previous one's model."""
+    from mixlab.train.trl_bridge import finish
+
+    cfg, prep, out = run.prep.config, run.prep, run.out
     model, S, n_iter = prep.model, prep.steps_per_iteration, cfg.spin.iterations
     done = _finished_iterations(out, S, n_iter)
     resumed = None

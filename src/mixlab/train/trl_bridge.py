@@ -266,6 +266,27 @@ def start_run(cfg: Any, out: str | Path, prepare: Callable[[Any, Callable[[str],
     return Run(prep, out, meta, t_start, EarlyStopping(prep, out, say), RunState(), on_step)
 
 
+def plan_tail(cfg: Any, eval_tasks: list[str]) -> list[str]:
+    """The ``--dry-run`` plan lines every trl-based method shares: LoRA and early stopping."""
+    lines = []
+    if cfg.lora:
+        lines.append(f"lora         r={cfg.lora.r} alpha={cfg.lora.alpha:g} on {', '.join(cfg.lora.target_modules)}")
+    if cfg.early_stop:
+        e = cfg.early_stop
+        lines.append(f"early stop   {e.metric} every {e.every} steps on {', '.join(eval_tasks)}")
+    return lines
+
+
+def run_method(cfg: Any, out: str | Path, prepare: Callable[[Any, Callable[[str], None]], Any],
+               train: Callable[[Run, Callable[[str], None]], Any], on_step: Callable[[StepInfo], None] | None,
+               status: Callable[[str], None] | None):
+    """``finetune`` of a trl-based method: skip a finished run, else start (or resume) it and ``train`` it."""
+    run = start_run(cfg, out, prepare, status, on_step)
+    if not isinstance(run, Run):
+        return run
+    return train(run, status or (lambda _m: None))
+
+
 def completed_result(out: Path, meta: dict[str, Any]):
     from mixlab.train.sft import FinetuneResult
 
