@@ -14,24 +14,25 @@ from mixlab.quickstart import default_config_path, load_quickstart_config, run_q
 SHORT = [
     "workers=1", "pretrain.duration.tokens=24576", "pretrain.train.seq_len=128", "pretrain.train.log_every=8",
     "finetune.train.steps=12", "finetune.train.batch_size=8", "finetune.checkpoint.every=6",
-    "finetune.train.log_every=6", "eval.limit=12", "eval.tasks=[toyworld_arithmetic_em]",
+    "finetune.train.log_every=6", "eval.limit=12", "eval.tasks=[toyworld_people_em]",
     "methods.grpo.train.steps=12", "methods.grpo.checkpoint.every=6", "methods.grpo.grpo.num_generations=4",
 ]
 
 
 def test_packaged_config_validates_every_stage():
     study = load_quickstart_config()
-    assert study.config.target == "arithmetic" and study.config.reference in study.finetune
+    assert study.config.target == "people" and study.config.reference in study.finetune
     assert {"sft", "lora", "sft_kl", "sft_replay", "grpo"} <= set(study.finetune)
-    assert study.data.domains["arithmetic"].datasets.keys() == {"toyworld_arithmetic"}
-    assert set(study.data.contamination.benchmarks) == {"toyworld_people", "toyworld_code", "toyworld_prose"}
-    assert study.target_tasks == ["toyworld_arithmetic_bpb", "toyworld_arithmetic_mc", "toyworld_arithmetic_em"]
+    assert study.data.domains["people"].datasets.keys() == {"toyworld_people"}
+    assert set(study.data.contamination.benchmarks) == {"toyworld_arithmetic", "toyworld_code", "toyworld_prose"}
+    assert study.target_tasks == ["toyworld_people_bpb", "toyworld_people_mc", "toyworld_people_em"]
     # replay follows the target: the other domains' text
     assert study.finetune["sft_replay"]["data"]["replay"]["source"] == [
-        "toyworld:people", "toyworld:code", "toyworld:prose"]
-    other = load_quickstart_config(None, ["target=people", "methods.grpo=null"])
-    assert "grpo" not in other.finetune and other.target_tasks[0] == "toyworld_people_bpb"
-    assert other.finetune["sft_replay"]["data"]["replay"]["source"][0] == "toyworld:arithmetic"
+        "toyworld:arithmetic", "toyworld:code", "toyworld:prose"]
+    other = load_quickstart_config(None, ["target=prose", "methods.grpo=null"])
+    assert "grpo" not in other.finetune and other.target_tasks[0] == "toyworld_prose_bpb"
+    assert other.finetune["sft_replay"]["data"]["replay"]["source"] == [
+        "toyworld:arithmetic", "toyworld:people", "toyworld:code"]
     assert default_config_path().read_text().startswith("# mixlab quickstart")
 
 
@@ -75,8 +76,8 @@ def test_short_quickstart_end_to_end_and_resume(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert {c["run"] for c in summary["contrasts"]} == set(methods) - {"sft"}
     assert set(summary["timings"]) == {"data", "pretrain", "finetune", "evaluate", "report"}
-    # fine-tuning on arithmetic lowered arithmetic bits-per-byte for plain SFT (its target gain is positive)
-    sft_bpb = [json.loads(p.read_text()) for p in (out / "sweep" / "evals").glob("*/step-*/toyworld_arithmetic_bpb/result.json")]
+    # fine-tuning on people lowered people bits-per-byte for plain SFT (its target gain is positive)
+    sft_bpb = [json.loads(p.read_text()) for p in (out / "sweep" / "evals").glob("*/step-*/toyworld_people_bpb/result.json")]
     assert sft_bpb, "per-task result files are where the store says"
     assert summary["contrasts"][0]["reference_gain"] > 0
     assert any(line.startswith("5. Writing the report") for line in said)

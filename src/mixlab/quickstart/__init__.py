@@ -183,10 +183,12 @@ class Study:
 def finetune_job(cfg_data: dict[str, Any], out: str) -> dict[str, Any]:
     """One fine-tuning run in a worker process (one torch thread); returns its timings."""
     import torch
+    from transformers.utils import logging as hf_logging
 
     from mixlab.train.sft import FinetuneConfig, finetune
 
     torch.set_num_threads(1)
+    hf_logging.disable_progress_bar()  # the quickstart draws its own bars
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     res = finetune(FinetuneConfig.model_validate(cfg_data), out)
     return {"steps": res.steps, "timings": res.timings, "skipped": res.skipped}
@@ -399,13 +401,15 @@ def _headline(study: Study, contrasts: list[Any]) -> list[str]:
     winners = [c for c in contrasts if c.forgets_significantly_less() and c.comparable_gain(thr)]
     for c in contrasts:
         f = c.forgetting_advantage
-        if f is None or f.ci is None or c.gain_ratio is None:
+        if f is None or f.ci is None:
             continue
-        verdict = ("forgets significantly less" if c.forgets_significantly_less() else
-                   "forgets significantly more" if f.significant else "forgets about as much")
-        lines.append(f"{c.run}: {verdict} than {ref} (change on the other domains {c.other:+.1f}% vs "
+        gain = "" if c.gain is None else f" with a target change of {c.gain:+.1f}%" + (
+            "" if c.gain_ratio is None else f" ({100 * c.gain_ratio:.0f}% of {ref}'s gain)")
+        verdict = ("forgets significantly less than" if c.forgets_significantly_less() else
+                   "forgets significantly more than" if f.significant else "forgets about as much as")
+        lines.append(f"{c.run}: {verdict} {ref} (change on the other domains {c.other:+.1f}% vs "
                      f"{c.reference_other:+.1f}%: advantage {f.value:+.1f}, 95% paired CI [{f.ci[0]:+.1f}, "
-                     f"{f.ci[1]:+.1f}], p={f.pvalue:.3g}) with {100 * c.gain_ratio:.0f}% of its target gain.")
+                     f"{f.ci[1]:+.1f}], p={f.pvalue:.3g}){gain}.")
     if winners:
         lines.append(f"So plain {ref} forgets significantly more than {', '.join(c.run for c in winners)} at "
                      f"comparable gain (at least {100 * thr:.0f}% of {ref}'s).")

@@ -59,8 +59,8 @@ class Contrast:
 
     @property
     def gain_ratio(self) -> float | None:
-        if self.gain is None or not self.reference_gain:
-            return None
+        if self.gain is None or self.reference_gain is None or self.reference_gain <= 0:
+            return None  # a fraction of a gain the reference did not make means nothing
         return self.gain / self.reference_gain
 
     def comparable_gain(self, threshold: float = 0.8) -> bool:
