@@ -34,7 +34,7 @@ def fit_cmd(
                                          help="loglinear (default) | mixing_law | linear | gbt | gp"),
     out: Path = typer.Option(..., "--out", "-o", help="Fit directory to write (cv.json, model.json, plots)."),
     folds: int | None = typer.Option(None, "--folds", help="K of the K-fold validation (default 5)."),
-    seed: int | None = typer.Option(None, "--seed"),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of every random choice (default: the config's)."),
     set_: list[str] = SetOption,
 ) -> None:
     """Fit one regressor per metric to a swarm and validate it out of fold.
@@ -100,7 +100,7 @@ def propose_cmd(
     max_epochs: float | None = typer.Option(None, "--max-epochs", help="Repetition cap in epochs (default 4)."),
     available: list[str] = typer.Option(None, "--available", help="DOMAIN=TOKENS available (repeatable)."),
     kl: float | None = typer.Option(None, "--kl", help="Strength of the KL pull towards the prior."),
-    seed: int | None = typer.Option(None, "--seed"),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of every random choice (default: the config's)."),
     set_: list[str] = SetOption,
 ) -> None:
     """Propose the mixture that optimizes the fitted objective under constraints.

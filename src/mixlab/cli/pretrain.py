@@ -136,6 +136,9 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Argument(..., help="Any mixlab config (pretrain, data, ...)."),
         overrides: list[str] = SetOption,
     ) -> None:
-        """Check a config without running it: detects its kind and reports every invalid field."""
+        """Check a config without running it: detects its kind and reports every invalid field.
+
+        Example: mixlab validate configs/finetune/toyworld_sft.yaml --set train.lr=1e-5
+        """
         kind, cfg = validate_file(config, overrides or [])
         console.print(f"{config}: valid {kind} config (hash {config_hash(cfg)})", soft_wrap=True, highlight=False)
