@@ -208,15 +208,6 @@ class QuickstartResult:
     timings: dict[str, float]
 
 
-def _stage_done(path: Path, key: str) -> bool:
-    p = path / "quickstart_stage.json"
-    return p.is_file() and json.loads(p.read_text()).get("key") == key
-
-
-def _mark_done(path: Path, key: str) -> None:
-    atomic.write_json(path / "quickstart_stage.json", {"key": key})
-
-
 def run_quickstart(study: Study, out: str | Path, say: Say | None = None,
                    progress: Callable[[str, int, int], None] | None = None) -> QuickstartResult:
     """Run (or resume) the quickstart into ``out``; ``say`` narrates, ``progress(stage, done, total)``
