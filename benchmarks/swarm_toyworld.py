@@ -60,7 +60,7 @@ def main() -> None:
     prop = propose(out / "fit", pcfg, out / "proposal")
     base = S.load_base(cfg)
     domains = info["domains"]
-    mixtures = {"proposed": prop["weights"], "natural": info["priors"],
+    mixtures = {f"proposed-{args.regressor}": prop["weights"], "natural": info["priors"],
                 "uniform": {d: 1 / len(domains) for d in domains}}
     rows = []
     for name, mix in mixtures.items():
@@ -69,9 +69,9 @@ def main() -> None:
         rows.append((name, mix, r.metrics[args.metric]))
     observed = {n: v for n, v in zip(col.runs, col_metric(col.metrics, args.metric))}
     best = min(observed, key=observed.get)
-    print(f"{'mixture':<10} " + " ".join(f"{d:>10}" for d in domains) + f"  {args.metric:>10}")
+    print(f"{'mixture':<20} " + " ".join(f"{d:>10}" for d in domains) + f"  {args.metric:>10}")
     for name, mix, value in rows:
-        print(f"{name:<10} " + " ".join(f"{mix[d]:10.3f}" for d in domains) + f"  {value:10.4f}")
+        print(f"{name:<20} " + " ".join(f"{mix[d]:10.3f}" for d in domains) + f"  {value:10.4f}")
     print(f"best observed in the swarm: {best} {observed[best]:.4f}")
     o = prop["objective"]
     print(f"proposal predicted objective {o['predicted']:.3f} (z-units; 95% band {o['band95'][0]:.3f} .. "
