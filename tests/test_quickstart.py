@@ -36,6 +36,17 @@ def test_packaged_config_validates_every_stage():
     assert default_config_path().read_text().startswith("# mixlab quickstart")
 
 
+def test_stage_directories_are_named_by_what_determines_them(tmp_path):
+    a = load_quickstart_config()
+    b = load_quickstart_config(None, ["methods.sft_kl.anchor.coef=1.0"])
+    c = load_quickstart_config(None, ["pretrain.train.lr=0.003"])
+    assert a.run_dir(tmp_path, "sft") == b.run_dir(tmp_path, "sft") != c.run_dir(tmp_path, "sft")
+    assert a.run_dir(tmp_path, "sft_kl") != b.run_dir(tmp_path, "sft_kl")
+    assert a.base_dir(tmp_path) == b.base_dir(tmp_path) != c.base_dir(tmp_path)
+    assert a.sweep_dir(tmp_path) != b.sweep_dir(tmp_path)
+    assert a.run_dir(tmp_path, "sft").name.startswith("sft-") and a.run_dir(tmp_path, "sft").parent.name == "runs"
+
+
 def test_bad_values_fail_before_any_work_and_name_the_section(tmp_path):
     with pytest.raises(ConfigError, match=r"methods\.sft_kl.*anchor\.type"):
         load_quickstart_config(None, ["methods.sft_kl.anchor.type=kl2"])
@@ -59,9 +70,9 @@ def test_short_quickstart_end_to_end_and_resume(tmp_path):
     res = run_quickstart(study, out, say=said.append)
     methods = list(study.finetune)
     # every stage left its output
-    assert (out / "data" / "info.json").is_file() and (out / "base" / "final" / "config.json").is_file()
+    assert (out / "data" / "info.json").is_file() and (study.base_dir(out) / "final" / "config.json").is_file()
     for m in methods:
-        meta = json.loads((out / "runs" / m / "meta.json").read_text())
+        meta = json.loads((study.run_dir(out, m) / "meta.json").read_text())
         assert meta["status"] == "complete" and meta["steps"] == 12
     # every checkpoint (steps 6 and 12) of every method and the base were evaluated on every task
     from mixlab.runs import sweep as S
@@ -78,7 +89,7 @@ def test_short_quickstart_end_to_end_and_resume(tmp_path):
     assert set(summary["timings"]) == {"data", "pretrain", "finetune", "evaluate", "report"}
     # fine-tuning on people lowered people bits-per-byte for plain SFT (read from the per-task result files)
     def bpb(run: str, step: int) -> float:
-        path = out / "sweep" / "evals" / run / f"step-{step}" / "tasks" / "toyworld_people_bpb" / "result.json"
+        path = study.sweep_dir(out) / "evals" / run / f"step-{step}" / "tasks" / "toyworld_people_bpb" / "result.json"
         return json.loads(path.read_text())["metrics"]["bpb"]
 
     assert bpb("sft", 12) < bpb("base", 0)

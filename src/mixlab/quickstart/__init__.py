@@ -157,6 +157,19 @@ class Study:
         targets = [t for t in names if t.startswith(f"toyworld_{cfg.target}_")]
         return cls(cfg, source, data_cfg, pre_cfg, methods, targets)
 
+    # Stage directories are named by what determines their content, so changing a value with --set
+    # makes new runs beside the old ones (and an unchanged stage is reused) instead of clashing.
+    def base_dir(self, out: Path) -> Path:
+        return out / f"base-{config_hash(self.pretrain, 8)}"
+
+    def run_dir(self, out: Path, method: str) -> Path:
+        key = {"finetune": self.finetune[method], "data": config_hash(self.data), "base": config_hash(self.pretrain)}
+        return out / "runs" / f"{method}-{config_hash(key, 8)}"
+
+    def sweep_dir(self, out: Path) -> Path:
+        key = {"runs": [self.run_dir(out, m).name for m in self.finetune], "eval": self.config.eval.model_dump()}
+        return out / f"sweep-{config_hash(key, 8)}"
+
     def finetune_config(self, method: str, base: Path, data: Path) -> Any:
         from mixlab.train.sft import FinetuneConfig
 
@@ -168,9 +181,10 @@ class Study:
 
         e = self.config.eval
         return SweepConfig.model_validate({
-            "name": f"quickstart_{self.config.target}", "out": str(out / "sweep"),
-            "runs": [{"path": str(out / "runs" / m), "name": m, "targets": self.target_tasks} for m in self.finetune],
-            "base_models": [{"name": "base", "path": str(out / "base" / "final")}],
+            "name": f"quickstart_{self.config.target}", "out": str(self.sweep_dir(out)),
+            "runs": [{"path": str(self.run_dir(out, m)), "name": m, "targets": self.target_tasks}
+                     for m in self.finetune],
+            "base_models": [{"name": "base", "path": str(self.base_dir(out) / "final")}],
             "checkpoints": {"all": True},
             "suites": e.suites, "tasks": e.tasks, "limit": e.limit, "batch_size": e.batch_size,
             "workers": self.config.workers,
@@ -225,7 +239,7 @@ def run_quickstart(study: Study, out: str | Path, say: Say | None = None,
     timings["data"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    base = _pretrain(study, out / "base", say, bar)
+    base = _pretrain(study, study.base_dir(out), say, bar)
     timings["pretrain"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -297,7 +311,7 @@ def _finetune_all(study: Study, out: Path, base: Path, data_dir: Path, say: Say,
     say(f"3. Fine-tuning the base on {study.config.target} with {', '.join(names)} "
         f"({study.config.workers} processes, checkpoints every {study.finetune[names[0]].get('checkpoint', {}).get('every', 0)} steps) ...")
     jobs = [Job(name, finetune_job, (study.finetune_config(name, base, data_dir).model_dump(mode="json"),
-                                     str(out / "runs" / name))) for name in names]
+                                     str(study.run_dir(out, name)))) for name in names]
     done = [0]
 
     def on_done(r: Any) -> None:
