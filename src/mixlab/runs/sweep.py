@@ -570,9 +570,9 @@ class LocalBackend:
         self.workers, self.threads = workers, threads
 
     def launch(self, cfg: SweepConfig, progress: Progress | None = None) -> list[WorkerReport]:
-        import multiprocessing as mp
+        from mixlab.runs.launch.local import mp_context
 
-        ctx = mp.get_context("spawn")
+        ctx = mp_context()
         queue = ctx.Queue()
         procs = [ctx.Process(target=_worker_main, args=(cfg.model_dump(mode="json"), self.threads, queue),
                              name=f"sweep-worker-{i}") for i in range(self.workers)]
