@@ -67,3 +67,24 @@ def test_lm_eval_mixlab_model_type_with_lora_adapter_matches_mixlab_eval(data_di
         assert a == pytest.approx(b, rel=1e-6, abs=1e-4)
     # the adapter is applied: scores move by far more than the parity tolerance
     assert max(abs(x - y) for a, b in zip(with_adapter, without) for x, y in zip(a, b)) > 0.1
+
+
+def test_lm_eval_command_runs_lm_eval_tasks_from_mixlab(data_dir, tmp_path):
+    """`mixlab lm-eval` runs an lm-eval task (over the local ARC-Easy file) on a mixlab model; its accuracy
+    equals mixlab's own ARC-Easy accuracy on the same items (the parity the bridge promises)."""
+    import json
+
+    from mixlab.cli import main
+
+    base = tiny_lm.build(tmp_path / "base")
+    rel, fields = LM_EVAL_LOCAL["arc_easy"]
+    write_task_yaml(tmp_path / "tasks", "cli_arc_easy", data_dir / rel, **fields)
+    assert main(["lm-eval", "--model", str(base), "--tasks", "cli_arc_easy", "--include-path", str(tmp_path / "tasks"),
+                 "--no-defaults", "--limit", str(N), "--batch-size", "4", "--out", str(tmp_path / "o")]) == 0
+    res = json.loads((tmp_path / "o" / "results.json").read_text())["cli_arc_easy"]
+    spec = get_task("arc_easy")
+    docs, pool = load_docs(spec)
+    loaded = load_model(str(base))
+    metrics, _ = score_task(spec, build_items(spec, docs[:N], pool), Scorer(loaded.model, loaded.tokenizer, batch_size=8))
+    assert res["n"] == N
+    assert res["acc"] == pytest.approx(metrics["acc"]) and res["acc_norm"] == pytest.approx(metrics["acc_norm"])

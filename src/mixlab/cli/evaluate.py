@@ -60,6 +60,38 @@ def eval_command(
     console.print(f"results: {out / 'results.json'}")
 
 
+def lm_eval_command(
+    model: str = typer.Option(..., "--model", help="HF model directory, hub id in the local cache, or alias (smollm2-135m)."),
+    tasks: str = typer.Option(..., "--tasks", help="Comma-separated lm-eval task names."),
+    out: Path = typer.Option(..., "--out", help="Output directory: results.json (lm-eval's metrics per task)."),
+    adapter: Path = typer.Option(None, "--adapter", help="LoRA adapter directory (peft), merged into the model."),
+    include_path: Path = typer.Option(None, "--include-path", help="Folder of extra lm-eval task YAMLs (e.g. over local files)."),
+    defaults: bool = typer.Option(True, "--defaults/--no-defaults", help="Also load lm-eval's own task registry."),
+    limit: int = typer.Option(None, "--limit", help="Score only the first N items of each task."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Requests per forward pass (lm-eval's HF backend)."),
+    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
+) -> None:
+    """Run lm-evaluation-harness tasks on a mixlab model (proxy checkpoint, LoRA run, GGUF SmolLM2).
+
+    lm-eval's own tasks read their datasets from the Hugging Face hub unless they are in the local
+    cache; `--include-path` adds task YAMLs over local files (see `mixlab.eval.harness.write_task_yaml`).
+
+    Example: mixlab lm-eval --model runs/toyworld_base/checkpoints/step-400 --tasks my_arc --include-path tasks/ --no-defaults --out runs/lmeval
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mixlab import atomic
+    from mixlab.eval.harness import run_lm_eval
+    from mixlab.models.pretrained import load_model
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    loaded = load_model(model, adapter=adapter, device=device)
+    res = run_lm_eval(loaded, names, include_path=include_path, include_defaults=defaults, limit=limit,
+                      batch_size=batch_size)["results"]
+    atomic.write_json(out / "results.json", res)
+    _print_table(res)
+    console.print(f"results: {out / 'results.json'}")
+
+
 def _judge(url: str | None, name: str, key_env: str, local: str | None, max_tokens: int, device: str):
     """The judge backend the options ask for (None when neither --judge-url nor --judge-model)."""
     from mixlab.errors import MixlabError
@@ -117,3 +149,4 @@ def _print_table(results: dict) -> None:
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
     app.command("judge-diff")(judge_diff_command)
+    app.command("lm-eval")(lm_eval_command)
