@@ -8,6 +8,9 @@ as JSON (no pickle: a fit directory can be shared and loaded without executing a
 * ``loglinear`` - the field's default law (RegMix / olmix / "data mixing laws"):
   ``y = c + s * exp(log_k + x . t)`` fitted with a Huber loss (``scipy.optimize.least_squares``).
   The sign ``s`` is chosen by fit, so accuracies (which rise with good data) fit as well as losses.
+  On the simplex ``exp(t_j)`` is the excess at domain j's vertex; it is bounded to at most
+  ``exp(MAX_EXPONENT)`` (~33) standard deviations of the metric, so every prediction on the simplex
+  stays within that many standard deviations of ``c`` (see ``LogLinearLaw``).
 * ``mixing_law`` - a separable law with one exponent per domain:
   ``y = c + s * sum_j b_j (x_j + eps) ** (-a_j)``, b, a >= 0 (power law in each domain's share).
 * ``linear`` - ordinary least squares (sklearn).
@@ -97,6 +100,19 @@ class Regressor:
 
 # ---------------------------------------------------------------- log-linear law
 
+# Bounds on the law's exponents, in units where the metric has mean 0 and std 1 over the fitted
+# runs. On the simplex, exp(t_j) is the excess ``s*(y - c)`` at domain j's vertex, so the law can
+# predict at most exp(3.5) ~ 33 standard deviations away from ``c`` anywhere on the simplex.
+# Unbounded, 16-run toyworld swarms were fitted by spikes (exponents of -2000..+400 chasing one run)
+# and held-out runs were predicted 5.6e3 and 1.9e9 away (out-of-fold RMSE). Fits of the synthetic
+# benchmark's exp law reach vertex exponents of ~3.6, its power laws stay below ~4.5 with minima near
+# -25; with 3.5 its held-out Spearman and regret match the unbounded fit's within seed noise (6 seeds,
+# benchmarks/mixopt_synthetic.py --quick), while 4 and 5 let sparse 16-run swarms err by 11 and 32 sd.
+# -50 is where exp is already ~0 (the residuals clip there): the lower bound only keeps starts finite.
+MAX_EXPONENT = 3.5
+MIN_EXPONENT = -50.0
+SIMPLEX_TOLERANCE = 1e-3  # rows summing to 1 within this are mixtures (io.SUM_TOLERANCE): no intercept
+
 
 class LogLinearLaw(Regressor):
     """``y = c + s * exp(log_k + x . t)``; on the simplex ``log_k`` folds into ``t`` (see ``exponents``).
@@ -104,6 +120,11 @@ class LogLinearLaw(Regressor):
     Fitted on standardized ``y`` (the law is closed under positive affine maps of ``y``), from
     starts given by linearizing ``log(s*y - c) = x . t`` for a few ``c`` below the data, then
     refined with a Huber loss whose threshold comes from the residual MAD of a least-squares pass.
+    The exponents are bounded (options ``max_exponent`` / ``min_exponent``, defaults
+    ``MAX_EXPONENT`` / ``MIN_EXPONENT``, in standardized units): with few runs or sparse mixtures an
+    unbounded fit can chase single runs with exponents in the hundreds and extrapolate without limit.
+    Off the simplex (rows not summing to 1, e.g. knobs with scalars) the bounds apply to ``log_k``
+    and to each feature's largest contribution ``t_j * max|x_j|``.
     """
 
     name = "loglinear"
@@ -111,15 +132,23 @@ class LogLinearLaw(Regressor):
     def fit(self, X: np.ndarray, y: np.ndarray) -> LogLinearLaw:
         X = np.asarray(X, dtype=np.float64)
         yz, m, sd = _standardize(np.asarray(y, dtype=np.float64))
-        intercept = not _is_simplex(X)
-        A = np.hstack([X, np.ones((len(X), 1))]) if intercept else X
+        sums = X.sum(axis=1)
+        intercept = not bool(np.allclose(sums, 1.0, atol=SIMPLEX_TOLERANCE))
+        if intercept:
+            A = np.hstack([X, np.ones((len(X), 1))])
+            scale = np.concatenate([np.maximum(np.abs(X).max(axis=0), 1e-12), [1.0]])
+        else:  # mixtures: rows summing to 1 within the tables' tolerance are fitted as exact mixtures
+            A, scale = X / sums[:, None], np.ones(X.shape[1])
+        hi = np.concatenate([[np.inf], float(self.options.get("max_exponent", MAX_EXPONENT)) / scale])
+        lo = np.concatenate([[-np.inf], float(self.options.get("min_exponent", MIN_EXPONENT)) / scale])
+        bounds = (lo, hi)
         # one Huber pass per sign, keep the better sign, then finish its Huber passes
-        fits = {s: self._start(A, s * yz) for s in (1.0, -1.0)}
+        fits = {s: self._start(A, s * yz, bounds) for s in (1.0, -1.0)}
         delta = min(f[1] for f in fits.values())
         s = min(fits, key=lambda k: _huber_cost(fits[k][0].fun, delta))
         r, resid, jac = fits[s][0], fits[s][2], fits[s][3]
         if not self.options.get("huber_delta"):
-            r, _ = _huber_refits(resid, jac, r, None, passes=2)
+            r, _ = _huber_refits(resid, jac, r, None, bounds=bounds, passes=2)
         c, t = float(r.x[0]), r.x[1:].copy()
         log_k = 0.0
         if intercept:
@@ -131,7 +160,7 @@ class LogLinearLaw(Regressor):
         self.t = t
         return self
 
-    def _start(self, A: np.ndarray, u: np.ndarray):
+    def _start(self, A: np.ndarray, u: np.ndarray, bounds):
         """Least-squares fits from linearized starts (best two of four), then one Huber pass."""
         def resid(p: np.ndarray) -> np.ndarray:
             return p[0] + np.exp(np.clip(A @ p[1:], -50, 50)) - u
@@ -140,17 +169,19 @@ class LogLinearLaw(Regressor):
             e = np.exp(np.clip(A @ p[1:], -50, 50))
             return np.hstack([np.ones((len(u), 1)), e[:, None] * A])
 
+        lo, hi = bounds[0][1:], bounds[1][1:]
+        lo, hi = lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo)  # starts strictly inside the bounds
         spread = float(u.max() - u.min()) or 1.0
         starts = []
         for q in (0.02, 0.1, 0.5, 2.0):
             c0 = float(u.min()) - q * spread
             t0, *_ = np.linalg.lstsq(A, np.log(u - c0), rcond=None)
-            p0 = np.concatenate([[c0], t0])
+            p0 = np.concatenate([[c0], np.clip(t0, lo, hi)])
             starts.append((float(np.sum(resid(p0) ** 2)), p0))
         starts.sort(key=lambda z: z[0])
-        best = min((optimize.least_squares(resid, p0, jac=jac, method="trf", max_nfev=100) for _, p0 in starts[:2]),
-                   key=lambda r: r.cost)
-        r, delta = _huber_refits(resid, jac, best, self.options.get("huber_delta"), passes=1)
+        best = min((optimize.least_squares(resid, p0, jac=jac, bounds=bounds, method="trf", max_nfev=100)
+                    for _, p0 in starts[:2]), key=lambda r: r.cost)
+        r, delta = _huber_refits(resid, jac, best, self.options.get("huber_delta"), bounds=bounds, passes=1)
         return r, delta, resid, jac
 
     def predict(self, X: np.ndarray) -> np.ndarray:
