@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import typer
@@ -56,6 +55,7 @@ def run_cmd(
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from mixlab.mixopt import swarm as S
+    from mixlab.runs.poll import polling
 
     cfg, names = S.load_swarm(dir)
     launch = L.launch_config(cfg.launch, backend, workers, ray_address, cpus, gpus, mem_gb, max_retries,
@@ -64,31 +64,24 @@ def run_cmd(
     with progress() as bar:
         trained = bar.add_task("trained", total=len(names), completed=sum(S.is_trained(dir, n) for n in names))
         evaluated = bar.add_task("evaluated", total=None, visible=evaluates)
-        stop = threading.Event()
+        exp = None  # the evaluation sweep, resolved once every variant is trained
 
         def poll() -> None:  # run directories and the store are where every backend's jobs report to
             from mixlab.runs import sweep as SW
 
-            exp = None
-            while not stop.wait(1.0):
-                n_done = sum(S.is_trained(dir, n) for n in names)
-                bar.update(trained, completed=n_done)
-                if evaluates and n_done == len(names):
-                    try:
-                        exp = exp or SW.resolve(S.sweep_config(dir, cfg, names))
-                        done, total = SW.progress_counts(exp)
-                    except Exception:  # the display must never break the run; the run reports errors
-                        continue
-                    bar.update(evaluated, completed=done, total=total)
+            nonlocal exp
+            n_done = sum(S.is_trained(dir, n) for n in names)
+            bar.update(trained, completed=n_done)
+            if evaluates and n_done == len(names):
+                try:
+                    exp = exp or SW.resolve(S.sweep_config(dir, cfg, names))
+                    done, total = SW.progress_counts(exp)
+                except Exception:  # the display must never break the run; the run reports errors
+                    return
+                bar.update(evaluated, completed=done, total=total)
 
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        try:
+        with polling(poll, every_s=1.0):
             report = S.run(dir, launch)
-        finally:
-            stop.set()
-            poller.join()
-            bar.update(trained, completed=sum(S.is_trained(dir, n) for n in names))
     console.print(f"trained {len(report.trained)} variant(s) ({len(report.already_trained)} already done); "
                   f"evaluated {report.evaluated} (checkpoint, task) pair(s), {report.eval_reused} found on disk; "
                   f"next: mixlab swarm collect {dir}", soft_wrap=True, highlight=False)

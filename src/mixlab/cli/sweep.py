@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import typer
@@ -30,6 +29,7 @@ def sweep_command(
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from mixlab.runs import sweep as S
+    from mixlab.runs.poll import polling
 
     cfg = S.load_sweep_config(config, overrides or [])
     if workers is not None:
@@ -46,23 +46,13 @@ def sweep_command(
     with progress() as bar:
         overall = bar.add_task(f"sweep {cfg.name}", total=total, completed=done0)
         current = bar.add_task("", total=1, visible=False)
-        stop = threading.Event()
-
-        def poll() -> None:  # the store is the one place every backend's workers report to
-            while not stop.wait(0.5):
-                bar.update(overall, completed=S.progress_counts(exp)[0])
 
         def on_task(unit: str, task: str, done: int, total: int) -> None:
             bar.update(current, description=f"{unit} {task}", completed=done, total=max(total, 1), visible=True)
 
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        try:
+        # the store is the one place every backend's workers report to
+        with polling(lambda: bar.update(overall, completed=S.progress_counts(exp)[0])):
             reports = S.run_sweep(cfg, backend=runner, progress=on_task)
-        finally:
-            stop.set()
-            poller.join()
-            bar.update(overall, completed=S.progress_counts(exp)[0])
     computed = sum(len(r.computed) for r in reports)
     reused = sum(len(r.reused) for r in reports)
     failed = [f for r in reports for f in r.failed]
