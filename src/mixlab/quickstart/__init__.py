@@ -17,7 +17,6 @@ running the same command again resumes where it stopped::
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from mixlab import atomic
-from mixlab.config import StrictModel, config_hash, load_config, validate
+from mixlab.config import StrictModel, config_hash, dump_yaml, load_config, validate
 from mixlab.errors import ConfigError
 
 DEFAULT_CONFIG = "default.yaml"
@@ -232,7 +231,7 @@ def run_quickstart(study: Study, out: str | Path, say: Say | None = None,
     bar = progress or (lambda _s, _d, _t: None)
     cfg = study.config
     timings: dict[str, float] = {}
-    atomic.write_text(out / "quickstart.yaml", _dump(cfg))
+    atomic.write_text(out / "quickstart.yaml", dump_yaml(cfg))
 
     t0 = time.perf_counter()
     data_dir = _build_data(study, out / "data", say)
@@ -252,16 +251,13 @@ def run_quickstart(study: Study, out: str | Path, say: Say | None = None,
     timings["evaluate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    result = _report(study, out, sweep_cfg, say, timings)
+    files = _report(study, out, sweep_cfg, say)
     timings["report"] = time.perf_counter() - t0
-    atomic.write_json(out / "summary.json", {**json.loads((out / "summary.json").read_text()), "timings": timings})
-    return result
-
-
-def _dump(cfg: QuickstartConfig) -> str:
-    from mixlab.config import dump_yaml
-
-    return dump_yaml(cfg)
+    atomic.write_json(out / "summary.json", {
+        "target": cfg.target, "reference": cfg.reference, "headline": list(files.findings),
+        "contrasts": [c.to_dict(cfg.comparable_gain) for c in files.contrasts], "timings": timings})
+    return QuickstartResult(out, files.markdown, files.html, files.figures, list(files.contrasts),
+                            list(files.findings), timings)
 
 
 def _build_data(study: Study, path: Path, say: Say) -> Path:
@@ -327,97 +323,33 @@ def _finetune_all(study: Study, out: Path, base: Path, data_dir: Path, say: Say,
 
 
 def _evaluate(sweep_cfg: Any, say: Say, bar: Callable[[str, int, int], None]) -> None:
-    import threading
-
     from mixlab.runs import sweep as S
+    from mixlab.runs.poll import polling
 
     exp = S.resolve(sweep_cfg)
     done0, total = S.progress_counts(exp)
     say(f"4. Evaluating {len(exp.checkpoints)} checkpoints (base included) on {len(exp.specs)} tasks "
         f"through a resumable sweep ({total - done0} results to compute) ...")
-    stop = threading.Event()
-
-    def poll() -> None:
-        while not stop.wait(0.5):
-            bar("evaluate", S.progress_counts(exp)[0], total)
-
-    t = threading.Thread(target=poll, daemon=True)
-    t.start()
-    try:
+    with polling(lambda: bar("evaluate", S.progress_counts(exp)[0], total)):
         reports = S.run_sweep(sweep_cfg)
-    finally:
-        stop.set()
-        t.join()
-    bar("evaluate", S.progress_counts(exp)[0], total)
     failed = [f for r in reports for f in r.failed]
     if failed:
         raise ConfigError(f"{len(failed)} evaluation(s) failed, first: {failed[0]}; run the quickstart again "
                           "to retry them (finished results are kept)")
 
 
-def _report(study: Study, out: Path, sweep_cfg: Any, say: Say, timings: dict[str, float]) -> QuickstartResult:
-    from mixlab.report import contrast
+def _report(study: Study, out: Path, sweep_cfg: Any, say: Say) -> Any:
+    """Write the report (contrasted against the reference run) and narrate its findings."""
     from mixlab.report.collect import collect, primary_metrics
-    from mixlab.report.forgetting import StatsConfig, compare_to_base
+    from mixlab.report.forgetting import StatsConfig
     from mixlab.report.html import write_report
-    from mixlab.report.model import index_results
 
     say("5. Writing the report: forgetting table with confidence intervals, change vs step, gain vs forgetting ...")
     results, metas, base = collect(sweep_cfg)
-    primary = primary_metrics(sweep_cfg)
-    stats_cfg = StatsConfig(seed=study.config.seed)
-    counted = [r for r in results if r.metric == primary.get(r.task, r.metric)]
-    comparison = compare_to_base(index_results(counted), base, steps="last", config=stats_cfg)
-    contrasts = contrast.contrast_runs(comparison, metas, study.config.reference, "relative", stats_cfg.alpha)
-    headline = _headline(study, contrasts)
     files = write_report(results, metas, base, out, title=f"mixlab quickstart: fine-tuning on toyworld "
-                         f"{study.config.target}", config=stats_cfg, reference=study.config.reference,
-                         intro=headline, primary=primary)
-    atomic.write_json(out / "summary.json", {
-        "target": study.config.target, "reference": study.config.reference, "headline": headline,
-        "contrasts": [_contrast_dict(c, study.config.comparable_gain) for c in contrasts], "timings": timings})
-    for line in headline:
+                         f"{study.config.target}", config=StatsConfig(seed=study.config.seed),
+                         reference=study.config.reference, primary=primary_metrics(sweep_cfg),
+                         comparable_gain=study.config.comparable_gain)
+    for line in files.findings:
         say("   " + line)
-    return QuickstartResult(out, files.markdown, files.html, files.figures, contrasts, headline, timings)
-
-
-def _contrast_dict(c: Any, threshold: float) -> dict[str, Any]:
-    def paired(p: Any) -> dict[str, Any] | None:
-        return None if p is None else {"value": p.value, "ci": p.ci, "pvalue": p.pvalue, "n_tasks": p.n_tasks,
-                                       "significant": p.significant}
-
-    return {"run": c.run, "method": c.method, "gain": c.gain, "reference_gain": c.reference_gain,
-            "other": c.other, "reference_other": c.reference_other, "gain_ratio": c.gain_ratio,
-            "gain_difference": paired(c.gain_difference), "forgetting_advantage": paired(c.forgetting_advantage),
-            "comparable_gain": c.comparable_gain(threshold),
-            "forgets_significantly_less": c.forgets_significantly_less()}
-
-
-def _headline(study: Study, contrasts: list[Any]) -> list[str]:
-    """What the study found, in sentences computed from the numbers (never asserted in advance)."""
-    ref, thr = study.config.reference, study.config.comparable_gain
-    if not contrasts:
-        return [f"Only {ref} ran: nothing to contrast."]
-    c0 = contrasts[0]
-    lines = [f"Finding: fine-tuned on toyworld {study.config.target}, {ref} changed the target tasks by "
-             f"{c0.reference_gain:+.1f}% and the other domains' tasks by {c0.reference_other:+.1f}% "
-             "(mean change vs the base in percent of the base value, positive = better)."
-             if c0.reference_gain is not None and c0.reference_other is not None else f"Reference: {ref}."]
-    winners = [c for c in contrasts if c.forgets_significantly_less() and c.comparable_gain(thr)]
-    for c in contrasts:
-        f = c.forgetting_advantage
-        if f is None or f.ci is None:
-            continue
-        gain = "" if c.gain is None else f" with a target change of {c.gain:+.1f}%" + (
-            "" if c.gain_ratio is None else f" ({100 * c.gain_ratio:.0f}% of {ref}'s gain)")
-        verdict = ("forgets significantly less than" if c.forgets_significantly_less() else
-                   "forgets significantly more than" if f.significant else "forgets about as much as")
-        lines.append(f"{c.run}: {verdict} {ref} (change on the other domains {c.other:+.1f}% vs "
-                     f"{c.reference_other:+.1f}%: advantage {f.value:+.1f}, 95% paired CI [{f.ci[0]:+.1f}, "
-                     f"{f.ci[1]:+.1f}], p={f.pvalue:.3g}){gain}.")
-    if winners:
-        lines.append(f"So plain {ref} forgets significantly more than {', '.join(c.run for c in winners)} at "
-                     f"comparable gain (at least {100 * thr:.0f}% of {ref}'s).")
-    else:
-        lines.append(f"No method forgot significantly less than {ref} while keeping {100 * thr:.0f}% of its gain.")
-    return lines
+    return files

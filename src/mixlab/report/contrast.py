@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -67,9 +68,63 @@ class Contrast:
         r = self.gain_ratio
         return r is not None and r >= threshold
 
-    def forgets_significantly_less(self) -> bool:
+    @property
+    def forgetting(self) -> Literal["less", "more", "same"] | None:
+        """How the run forgets relative to the reference: significantly ``less`` or ``more``, the
+        ``same`` (no significant difference), or None without paired data."""
         f = self.forgetting_advantage
-        return f is not None and f.significant and f.value > 0
+        if f is None:
+            return None
+        return ("less" if f.value > 0 else "more") if f.significant else "same"
+
+    def forgets_significantly_less(self) -> bool:
+        return self.forgetting == "less"
+
+    def to_dict(self, threshold: float = 0.8) -> dict[str, Any]:
+        """Plain data for JSON summaries (``threshold``: what counts as comparable gain)."""
+        return {"run": self.run, "method": self.method, "reference": self.reference, "gain": self.gain,
+                "reference_gain": self.reference_gain, "other": self.other, "reference_other": self.reference_other,
+                "gain_ratio": self.gain_ratio, "gain_difference": _paired_dict(self.gain_difference),
+                "forgetting_advantage": _paired_dict(self.forgetting_advantage),
+                "comparable_gain": self.comparable_gain(threshold),
+                "forgets_significantly_less": self.forgets_significantly_less()}
+
+
+def _paired_dict(p: Paired | None) -> dict[str, Any] | None:
+    return None if p is None else {"value": p.value, "ci": p.ci, "pvalue": p.pvalue, "n_tasks": p.n_tasks,
+                                   "significant": p.significant}
+
+
+_RELATION = {"less": "forgets significantly less than", "more": "forgets significantly more than",
+             "same": "forgets about as much as"}
+
+
+def findings(contrasts: Sequence[Contrast], threshold: float = 0.8) -> list[str]:
+    """What a study found, in sentences computed from the contrasts (never asserted in advance): the
+    reference's gain and forgetting, each run against it, and which runs forget significantly less at
+    comparable gain (at least ``threshold`` of the reference's target gain). Relative-unit wording."""
+    if not contrasts:
+        return []
+    ref, c0 = contrasts[0].reference, contrasts[0]
+    lines = [f"Finding: {ref} changed its target tasks by {c0.reference_gain:+.1f}% and the other tasks by "
+             f"{c0.reference_other:+.1f}% (mean change vs the base in percent of the base value, positive = better)."
+             if c0.reference_gain is not None and c0.reference_other is not None else f"Reference: {ref}."]
+    for c in contrasts:
+        f = c.forgetting_advantage
+        if c.forgetting is None or f is None or f.ci is None:
+            continue  # no CI, no claim
+        gain = "" if c.gain is None else f" with a target change of {c.gain:+.1f}%" + (
+            "" if c.gain_ratio is None else f" ({100 * c.gain_ratio:.0f}% of {ref}'s gain)")
+        lines.append(f"{c.run}: {_RELATION[c.forgetting]} {ref} (change on the other tasks {c.other:+.1f}% vs "
+                     f"{c.reference_other:+.1f}%: advantage {f.value:+.1f}, 95% paired CI [{f.ci[0]:+.1f}, "
+                     f"{f.ci[1]:+.1f}], p={f.pvalue:.3g}){gain}.")
+    winners = [c.run for c in contrasts if c.forgets_significantly_less() and c.comparable_gain(threshold)]
+    if winners:
+        lines.append(f"So plain {ref} forgets significantly more than {', '.join(winners)} at comparable gain "
+                     f"(at least {100 * threshold:.0f}% of {ref}'s).")
+    else:
+        lines.append(f"No run forgot significantly less than {ref} while keeping {100 * threshold:.0f}% of its gain.")
+    return lines
 
 
 def _in_unit(values: np.ndarray, ch: Change, unit: Unit) -> np.ndarray | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mixlab import atomic
 from mixlab.report import contrast, plots, tables
+from mixlab.report.contrast import Contrast
 from mixlab.report.forgetting import StatsConfig, Unit, checkpoint_forgetting, compare_to_base, summarize_runs
 from mixlab.report.model import Result, RunMeta, index_results, task_groups
 from mixlab.report.tables import Section, Table
@@ -79,14 +80,26 @@ def _columns(index: Mapping, runs_meta: Sequence[RunMeta], base: str | Mapping[s
     return [r for r in dict.fromkeys([*bases, *ordered]) if r in index]
 
 
-def build_sections(results: Iterable[Result], runs_meta: Sequence[RunMeta], base: str | Mapping[str, str],
-                   config: StatsConfig = StatsConfig(), unit: Unit = "relative",
-                   reference: str | None = None, primary: Mapping[str, str] | None = None) -> list[Section]:
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The report's sections, and the contrasts against the reference run with the findings they
+    support (empty without a reference) for callers that also want the numbers."""
+
+    sections: list[Section]
+    contrasts: tuple[Contrast, ...] = ()
+    findings: tuple[str, ...] = ()
+
+
+def build_report(results: Iterable[Result], runs_meta: Sequence[RunMeta], base: str | Mapping[str, str],
+                 config: StatsConfig = StatsConfig(), unit: Unit = "relative", reference: str | None = None,
+                 primary: Mapping[str, str] | None = None, comparable_gain: float = 0.8) -> Report:
     """Every table and figure of the report, from results held in memory.
 
-    ``reference`` names a run (e.g. plain SFT) every other run is contrasted with, paired item by item.
-    ``primary`` maps task -> its primary metric: forgetting summaries and contrasts then count each
-    task once, by that metric (score tables still show every metric).
+    ``reference`` names a run (e.g. plain SFT) every other run is contrasted with, paired item by item;
+    the findings those contrasts support open the overview (``comparable_gain``: the fraction of the
+    reference's target gain that counts as comparable). ``primary`` maps task -> its primary metric:
+    forgetting summaries and contrasts then count each task once, by that metric (score tables still
+    show every metric).
     """
     results = list(results)
     index = index_results(results)
@@ -122,9 +135,13 @@ def build_sections(results: Iterable[Result], runs_meta: Sequence[RunMeta], base
                      [f"Average improvement of {labels[-1]} over {labels[0]} across {n_imp} benchmarks: {imp_text} "
                       "(mean of per-benchmark relative changes, direction-aware)."] if len(labels) > 1 else [],
                      [*tables.score_tables(rows, labels), tables.wins_table(rows, labels)])
+    contrasts: list[Contrast] = []
+    findings: list[str] = []
     if reference is not None:
-        forgetting.tables.insert(0, tables.contrast_table(
-            contrast.contrast_runs(comparison, meta, reference, unit, config.alpha), unit))
+        contrasts = contrast.contrast_runs(comparison, meta, reference, unit, config.alpha)
+        findings = contrast.findings(contrasts, comparable_gain)
+        forgetting.tables.insert(0, tables.contrast_table(contrasts, unit, comparable_gain))
+        overview.text[:0] = findings
     detail = Section("Change per benchmark", tables=[tables.changes_table(comparison.changes)])
     # without a base model (a pretraining mixture study) there is nothing to forget relative to
     sections = [overview, forgetting, scores, detail] if base_names else [overview, scores]
@@ -136,7 +153,7 @@ def build_sections(results: Iterable[Result], runs_meta: Sequence[RunMeta], base
     if (bad_t := tables.incomparable_table(incomparable)) is not None:
         sections.append(Section("Not compared", ["Results with a different task version or base model are never "
                                                  "compared; each such pair and the reason:"], [bad_t]))
-    return sections
+    return Report(sections, tuple(contrasts), tuple(findings))
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,22 +161,26 @@ class ReportFiles:
     markdown: Path
     html: Path
     figures: tuple[Path, ...]
+    contrasts: tuple[Contrast, ...] = ()
+    findings: tuple[str, ...] = ()
 
 
 def write_report(results: Iterable[Result], runs_meta: Sequence[RunMeta], base: str | Mapping[str, str],
                  out_dir: str | Path, title: str = "mixlab report", config: StatsConfig = StatsConfig(),
                  unit: Unit = "relative", reference: str | None = None, intro: Sequence[str] = (),
-                 primary: Mapping[str, str] | None = None) -> ReportFiles:
-    """Write ``report.md``, a self-contained ``report.html`` and the PNGs into ``out_dir``.
+                 primary: Mapping[str, str] | None = None, comparable_gain: float = 0.8) -> ReportFiles:
+    """Write ``report.md``, a self-contained ``report.html`` and the PNGs into ``out_dir``
+    (``intro``: paragraphs that open the overview; the rest as :func:`build_report`).
 
     Each file is written atomically and the PNGs go first, so a reader never finds a report that links
     a missing or half-written figure.
     """
     out = Path(out_dir)
-    sections = build_sections(results, runs_meta, base, config, unit, reference, primary)
+    report = build_report(results, runs_meta, base, config, unit, reference, primary, comparable_gain)
+    sections = report.sections
     if intro:
         sections[0].text[:0] = list(intro)
     figs = [atomic.write_bytes(out / f.filename, f.png) for s in sections for f in s.figures]
     md = atomic.write_text(out / "report.md", tables.render_markdown(title, sections))
     page = atomic.write_text(out / "report.html", render_html(title, sections))
-    return ReportFiles(md, page, tuple(figs))
+    return ReportFiles(md, page, tuple(figs), report.contrasts, report.findings)

@@ -247,13 +247,10 @@ def _paired_text(p: Paired | None, unit: str) -> str:
 
 def verdict(c: Contrast, threshold: float = 0.8) -> str:
     """One phrase a reader can act on: less/more/same forgetting, and whether the gain is comparable."""
-    f = c.forgetting_advantage
-    if f is None:
+    if c.forgetting is None:
         return "no paired data"
-    if not f.significant:
-        side = "no significant difference in forgetting"
-    else:
-        side = "forgets significantly less" if f.value > 0 else "forgets significantly more"
+    side = {"less": "forgets significantly less", "more": "forgets significantly more",
+            "same": "no significant difference in forgetting"}[c.forgetting]
     r = c.gain_ratio
     gain = "gain unknown" if r is None else (f"comparable gain ({100 * r:.0f}% of the reference's)"
                                               if c.comparable_gain(threshold) else f"{100 * r:.0f}% of the gain")
