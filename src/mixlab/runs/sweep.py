@@ -18,9 +18,9 @@ finished result with the same key). Its claims die with it (same host: its pid i
 the heartbeat goes stale after ``claim_timeout_s``). Two sweeps of the same experiment share the store and split the
 work through the claims.
 
-Backends (issue 10 adds ray / slurm): a backend only has to start workers that call :func:`work`
-with the same config; all coordination goes through the store. :class:`InlineBackend` runs one
-worker in this process, :class:`LocalBackend` N worker processes with one torch thread each.
+Backends: a backend only has to start workers that call :func:`work` with the same config; all
+coordination goes through the store. :class:`InlineBackend` runs one worker in this process; N local
+worker processes, Ray tasks or Slurm jobs are launcher jobs (:mod:`mixlab.runs.launch`).
 """
 
 from __future__ import annotations
@@ -554,56 +554,12 @@ class InlineBackend:
         return [work(cfg, progress=progress)]
 
 
-def _worker_main(cfg_data: dict[str, Any], threads: int, queue: Any) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    report = work(SweepConfig.model_validate(cfg_data))
-    queue.put(report)
-
-
-class LocalBackend:
-    """``workers`` processes on this machine, ``threads`` torch threads each (processes, not
-    threads: PyTorch's CPU kernels scale better across processes than within one at small batch)."""
-
-    def __init__(self, workers: int, threads: int = 1):
-        self.workers, self.threads = workers, threads
-
-    def launch(self, cfg: SweepConfig, progress: Progress | None = None) -> list[WorkerReport]:
-        from mixlab.runs.launch.local import mp_context
-
-        ctx = mp_context()
-        queue = ctx.Queue()
-        procs = [ctx.Process(target=_worker_main, args=(cfg.model_dump(mode="json"), self.threads, queue),
-                             name=f"sweep-worker-{i}") for i in range(self.workers)]
-        for p in procs:
-            p.start()
-        reports: list[WorkerReport] = []
-        try:
-            while len(reports) < len(procs):
-                try:
-                    reports.append(queue.get(timeout=0.5))
-                except Exception:  # queue.Empty: check the workers are still alive
-                    if all(not p.is_alive() for p in procs) and queue.empty():
-                        break
-        finally:
-            # a worker that reported is shutting down its interpreter, which can take seconds on a loaded
-            # machine: wait for it; only a worker that never reported (we are interrupted) is terminated
-            for p in procs:
-                p.join(timeout=None if len(reports) == len(procs) else 5)
-                if p.is_alive():
-                    p.terminate()
-        bad = [p for p in procs if p.exitcode not in (0, None)]
-        if bad:
-            from mixlab.errors import MixlabError
-
-            raise MixlabError(f"{len(bad)} sweep worker(s) exited with status "
-                              f"{', '.join(str(p.exitcode) for p in bad)}; run the sweep again to finish it")
-        return reports
-
-
 def backend_for(workers: int) -> Backend:
-    return InlineBackend() if workers <= 1 else LocalBackend(workers)
+    """One worker in this process, or ``workers`` local processes with one torch thread each (the
+    launcher's local pool, the same path ``--backend local`` takes)."""
+    from mixlab.runs.launch import LaunchConfig, sweep_backend
+
+    return sweep_backend(LaunchConfig(backend="local", workers=workers))
 
 
 def run_sweep(cfg: SweepConfig, backend: Backend | None = None, progress: Progress | None = None) -> list[WorkerReport]:

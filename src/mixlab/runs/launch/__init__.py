@@ -197,10 +197,10 @@ class LauncherBackend:
 
 
 def sweep_backend(launch: LaunchConfig, folder: str | None = None) -> Any:
-    """The backend ``mixlab sweep --backend`` uses: the sweep's own local process workers for
-    ``local`` (live per-task progress inline), launcher jobs for ``ray`` and ``slurm``."""
-    if launch.backend == "local":
-        from mixlab.runs.sweep import backend_for
+    """The backend ``mixlab sweep --backend`` uses: one local worker runs in this process (live
+    per-task progress); otherwise the workers are launcher jobs (local pool, Ray tasks, Slurm array)."""
+    if launch.backend == "local" and launch.workers <= 1:
+        from mixlab.runs.sweep import InlineBackend
 
-        return backend_for(launch.workers)
+        return InlineBackend()
     return LauncherBackend(launch, folder)
