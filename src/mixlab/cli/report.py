@@ -38,6 +38,8 @@ def report_cmd(
                           + ", ".join(sorted(m.run for m in metas)))
     files = write_report(results, metas, base, out, title=title or cfg.name, unit=unit,  # type: ignore[arg-type]
                          reference=reference, primary=primary_metrics(cfg))
+    for line in files.findings:
+        console.print(line, markup=False, highlight=False)
     console.print(f"wrote [bold]{files.markdown}[/], [bold]{files.html}[/] and {len(files.figures)} figures")
 
 
