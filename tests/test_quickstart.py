@@ -25,12 +25,12 @@ def test_packaged_config_validates_every_stage():
     assert {"sft", "lora", "sft_kl", "sft_replay", "grpo"} <= set(study.finetune)
     assert study.data.domains["people"].datasets.keys() == {"toyworld_people"}
     assert set(study.data.contamination.benchmarks) == {"toyworld_arithmetic", "toyworld_code", "toyworld_prose"}
-    assert study.target_tasks == ["toyworld_people_bpb", "toyworld_people_mc", "toyworld_people_em"]
+    assert study.targets == ["toyworld_people_bpb", "toyworld_people_mc", "toyworld_people_em"]
     # replay follows the target: the other domains' text
     assert study.finetune["sft_replay"]["data"]["replay"]["source"] == [
         "toyworld:arithmetic", "toyworld:code", "toyworld:prose"]
     other = load_quickstart_config(None, ["target=prose", "methods.grpo=null"])
-    assert "grpo" not in other.finetune and other.target_tasks[0] == "toyworld_prose_bpb"
+    assert "grpo" not in other.finetune and other.targets[0] == "toyworld_prose_bpb"
     assert other.finetune["sft_replay"]["data"]["replay"]["source"] == [
         "toyworld:arithmetic", "toyworld:people", "toyworld:code"]
     assert default_config_path().read_text().startswith("# mixlab quickstart")

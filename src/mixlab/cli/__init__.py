@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on `app` when imported.
-COMMAND_MODULES = ("quickstart", "data", "pretrain", "finetune", "distill", "evaluate", "sweep", "report", "mixopt",
+COMMAND_MODULES = ("quickstart", "study", "data", "pretrain", "finetune", "distill", "evaluate", "sweep", "report", "mixopt",
                    "swarm")
 
 for _mod in COMMAND_MODULES:

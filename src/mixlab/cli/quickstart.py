@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import typer
 
-from mixlab.cli.common import SetOption, console, progress
+from mixlab.cli.common import SetOption, console
+from mixlab.cli.study import run_with_bars
 
 
 def quickstart_command(
@@ -31,20 +31,7 @@ def quickstart_command(
     if show_config:
         console.print(default_config_path().read_text(), markup=False, highlight=False)
         return
-    study = load_quickstart_config(config, overrides or [])
-    t0 = time.perf_counter()
-    with progress() as bars:
-        ids: dict[str, int] = {}
-
-        def on_progress(stage: str, done: int, total: int) -> None:
-            if stage not in ids:
-                ids[stage] = bars.add_task(stage, total=max(total, 1))
-            bars.update(ids[stage], completed=done, total=max(total, 1))
-
-        result = run_quickstart(study, out, say=lambda m: bars.console.print(m, markup=False, highlight=False),
-                                progress=on_progress)
-    console.print(f"\nreport: [bold]{result.report_md}[/] and [bold]{result.report_html}[/] "
-                  f"({len(result.figures)} figures); total {time.perf_counter() - t0:.0f} s")
+    run_with_bars(run_quickstart, load_quickstart_config(config, overrides or []), out)
 
 
 def register(app: typer.Typer) -> None:

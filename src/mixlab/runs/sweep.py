@@ -107,6 +107,8 @@ class SweepConfig(StrictModel):
     suites: list[str] = Field(default_factory=list)
     tasks: list[str] = Field(default_factory=list)
     limit: int | None = Field(None, ge=1)
+    limits: dict[str, int] = Field(default_factory=dict, description="task -> items, overriding `limit` for that "
+                                   "task (e.g. fewer items for a slow generation task)")
     batch_size: int = Field(32, ge=1)
     max_length: int | None = Field(None, ge=1)
     device: str = "cpu"
@@ -230,6 +232,10 @@ def resolve(cfg: SweepConfig) -> Experiment:
             targets[name] = tuple(entry.targets)
             checkpoints += _run_checkpoints(cfg, name, run_dir, list_checkpoints(run_dir), bases.get(base) if base else None, evals)
     specs = resolve_tasks(tasks=[*_suite_task_names(cfg.suites), *cfg.tasks])
+    unknown = sorted(set(cfg.limits) - {s.name for s in specs})
+    if unknown:
+        raise ConfigError(f"field `limits`: {', '.join(unknown)} is not among the sweep's tasks "
+                          f"({', '.join(s.name for s in specs)})")
     return Experiment(cfg, out, checkpoints, specs, targets)
 
 
@@ -412,7 +418,7 @@ def _run_task(store: Store, exp: Experiment, unit: Unit, spec: Any, loaded: Any,
     before = _stat(result_path)
     tick = (lambda task, done, total: progress(unit.unit, task, done, total)) if progress else None
     try:
-        r = evaluate(loaded, [spec], unit.dir, limit=cfg.limit, batch_size=cfg.batch_size,
+        r = evaluate(loaded, [spec], unit.dir, limit=cfg.limits.get(name, cfg.limit), batch_size=cfg.batch_size,
                      max_length=cfg.max_length, progress=tick)[name]
     except Exception as e:  # a task the runner refused up front (bad data, no sandbox)
         r = {"error": f"{type(e).__name__}: {e}"}
