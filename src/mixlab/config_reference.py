@@ -19,6 +19,7 @@ from pydantic_core import PydanticUndefined
 # (title, "module:Class", what the config is for)
 KINDS: list[tuple[str, str, str]] = [
     ("quickstart", "mixlab.quickstart:QuickstartConfig", "`mixlab quickstart --config FILE` (default: the packaged one)"),
+    ("study", "mixlab.study:StudyConfig", "`mixlab study CONFIG --out DIR` (configs/studies/)"),
     ("data build", "mixlab.data.build:DataConfig", "`mixlab data build CONFIG --out DIR`"),
     ("pretrain", "mixlab.train.pretrain:PretrainConfig", "`mixlab pretrain CONFIG --out DIR`"),
     ("finetune", "mixlab.train.sft:FinetuneConfig", "`mixlab finetune CONFIG --out DIR`"),
