@@ -115,3 +115,12 @@ def test_tiny_study_with_self_distillation_end_to_end(tmp_path):
     assert [c["run"] for c in summary["contrasts"]] == ["self_distill"]
     assert [s.split(".")[0] for s in said if s[:1].isdigit()] == ["1", "2", "3", "4"]
     assert "Against sft" in res.report_md.read_text()
+
+
+def test_widening_the_checkpoint_selection_keeps_the_sweep():
+    a = load_study(SMOLLM2)
+    b = load_study(SMOLLM2, ["eval.checkpoints.all=true"])
+    c = load_study(SMOLLM2, ["eval.limit=30"])
+    out = Path("/tmp/out")
+    assert a.sweep_dir(out) == b.sweep_dir(out) != c.sweep_dir(out)
+    assert b.sweep_config(out).checkpoints.all and not a.sweep_config(out).checkpoints.all

@@ -247,8 +247,10 @@ class Study:
         return out / "runs" / f"{method}-{config_hash(key, 8)}"
 
     def sweep_dir(self, out: Path) -> Path:
-        key = {"runs": [self.run_dir(out, m).name for m in self.finetune], "eval": self.eval.model_dump(),
-               "base": self.base_key()}
+        # Which checkpoints are evaluated is not part of the key: results are stored per checkpoint, so
+        # widening the selection later (--set eval.checkpoints.all=true) adds to the same sweep.
+        key = {"runs": [self.run_dir(out, m).name for m in self.finetune],
+               "eval": self.eval.model_dump(exclude={"checkpoints"}), "base": self.base_key()}
         return out / f"sweep-{config_hash(key, 8)}"
 
     def _data_key(self) -> str | None:
