@@ -4,6 +4,9 @@ At ``--threads`` (default 1) threads, fp32:
 
 * training: full fine-tuning steps (forward + backward + AdamW) on batch 4 x 256 random tokens;
   6N FLOPs per token;
+* SFT on real examples: GSM8K training problems in the chat template (mixlab's SFT data pipeline),
+  batch 8, as one padded micro-batch vs length-grouped micro-batches of 2 (same gradient); tokens/s
+  counts real (non-padding) tokens, so padding shows up as lost throughput;
 * scoring: forward passes (no grad) on batch 8 x 256; 2N FLOPs per token;
 * generation: :class:`mixlab.eval.generation.Generator` (the decode loop) on GSM8K CoT chat
   prompts, greedy, batch 16; 2N FLOPs per generated token (prefill tokens are not counted).
@@ -35,8 +38,37 @@ from generation_throughput import run, workload  # noqa: E402
 
 def line(what: str, tokens: int, seconds: float, flops_per_token: float, threads: int) -> None:
     gflops = tokens * flops_per_token / seconds / 1e9
-    print(f"{what:<34} {tokens / seconds:>9.1f} tok/s {gflops:>7.1f} GFLOP/s  ({gflops / threads:.1f} per thread)")
+    print(f"{what:<48} {tokens / seconds:>9.1f} tok/s {gflops:>7.1f} GFLOP/s  ({gflops / threads:.1f} per thread)")
     sys.stdout.flush()
+
+
+def sft_steps(loaded, opt, n: int, args) -> None:
+    """Real SFT steps on GSM8K chat examples: one padded micro-batch of 8 vs length-grouped micro-batches of 2."""
+    from mixlab.train.sft_data import DataSection, SFTBatches, build_sft_data
+
+    section = DataSection(datasets=["gsm8k"], max_records=8 * args.train_steps, max_seq_len=384)
+    data = build_sft_data(section, loaded.tokenizer, 0)
+    model = loaded.model
+    for micro in (8, 2):
+        batches = SFTBatches(data.examples, 8, micro, loaded.tokenizer.pad_token_id or 0, 0, torch.device("cpu"))
+        real = computed = 0
+        t0 = time.perf_counter()
+        for step in range(args.train_steps):
+            mbs = batches.batch(step)
+            total = sum(int((mb["labels"] != -100).sum()) for mb in mbs)
+            for mb in mbs:
+                out = model(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"])
+                logits = out.logits[:, :-1].float()
+                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                         mb["labels"][:, 1:].reshape(-1), reduction="sum")
+                (loss / total).backward()
+                real += int(mb["attention_mask"].sum())
+                computed += mb["input_ids"].numel()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        what = "SFT GSM8K chat, b8 " + ("(one padded micro-batch)" if micro == 8 else "(length-grouped micro 2)")
+        line(what, real, time.perf_counter() - t0, 6 * n, args.threads)
+        print(f"{'':<48} {100 * real / computed:.0f}% of the computed positions are real tokens")
 
 
 def main() -> None:
@@ -66,6 +98,7 @@ def main() -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
     line("train (4x256, AdamW)", args.train_steps * batch.numel(), time.perf_counter() - t0, 6 * n, args.threads)
+    sft_steps(loaded, opt, n, args)
     del opt
     model.eval()
 
