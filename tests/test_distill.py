@@ -137,3 +137,24 @@ def test_the_distill_command_prints_pass_rates_and_shipped_configs_validate(toy_
     info = json.loads((tmp_path / "out" / "info.json").read_text())["per_dataset"]["ones"]
     assert f"ones: {info['accepted']} of {info['sampled']} accepted" in run.output and info["sampled"] == 44
     assert "train.jsonl" in run.output
+
+
+def test_a_guide_shows_the_teacher_the_reference_and_training_keeps_the_question(toy_base, tmp_path):
+    """Self-distillation fine-tuning: the teacher rewrites the reference; the kept record is asked the
+    original question, so SFT on it trains the same prompt as plain SFT."""
+    guide = "Reference: {solution}\nQ: {question}\nA:"
+    sums = [r for r in toyworld.records("arithmetic", 200, 0, "train") if r.metadata["tier"] == 1][:8]
+    path = tmp_path / "sums.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r.to_dict()) + b"\n" for r in sums))
+    cfg = distill_config(toy_base, path, guide=guide, sampling={"k": 8})
+    prep = distill.prepare(cfg)
+    r = prep.records[0]
+    assert prep.prompts[0] == f"Q: Reference: {r.solution or r.reference_answer}\nQ: {r.question}\nA:\nA: "
+    # what is kept is asked the original question (verdicts given here: the tiny base rarely copies)
+    done = {x.id: {"accepted": [True] + [False] * 7, "completions": ["rewritten"] * 8} for x in prep.records}
+    kept = distill.kept_records(prep, done)
+    assert [(k.question, k.solution) for k in kept] == [(x.question, "rewritten") for x in sums]
+    distill.distill(cfg, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "info.json").read_text())["guide"] == guide
+    with pytest.raises(ValueError, match="guide must contain"):
+        distill_config(toy_base, path, guide="Rewrite: {solution}")

@@ -29,6 +29,7 @@ def test_smollm2_study_config_validates_every_stage():
     assert study.uses_distill("self_distill") and not study.uses_distill("sft")
     # the distillation stage samples the same training questions from the base itself
     assert study.distill["teacher"]["model"] == "<base>" and study.distill["data"]["max_records"] == 128
+    assert "{solution}" in study.distill["guide"] and study.distill["data"]["build"] == "<data>"
     assert study.finetune["sft_replay"]["data"]["replay"] == {"source": "corpus:wikitext2", "ratio": 0.2}
     assert study.finetune["grpo"]["grpo"]["rewards"] == ["numeric"]
     # forgetting10 without HellaSwag (no local copy) plus the two GSM8K targets, with per-task limits

@@ -74,6 +74,10 @@ class DistillConfig(StrictModel):
     sampling: SamplingSection = SamplingSection()
     verifier: str | dict[str, str] = Field("auto", description="auto, a verifier name, or {dataset: verifier}")
     keep_per_question: int | None = Field(None, gt=0, description="keep at most this many accepted answers per question")
+    guide: str | None = Field(None, description="the teacher's prompt instead of the bare question: a template with "
+                              "{question} and {solution} (the record's reference solution, else its answer), e.g. "
+                              "self-distillation fine-tuning (Yang et al. 2024), where the model rewrites the reference "
+                              "in its own words; kept answers are trained on after the original question")
     threads: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
@@ -86,6 +90,8 @@ class DistillConfig(StrictModel):
             raise ValueError(f"unknown verifier {', '.join(map(repr, unknown))}; known: auto, {', '.join(sorted(VERIFIERS))}")
         if self.data.replay is not None:
             raise ValueError("data.replay does not apply to distillation (it samples answers to questions); remove it")
+        if self.guide is not None and "{question}" not in self.guide:
+            raise ValueError("guide must contain {question} (and usually {solution}): it is the teacher's prompt")
         return self
 
 
@@ -141,8 +147,17 @@ def prepare(cfg: DistillConfig, status: Callable[[str], None] | None = None) -> 
     say("loading teacher")
     model, tok, where = load_teacher(cfg.teacher)
     fmt = Formatter(tok, cfg.data)
-    prompts = [r.question if fmt.chat else fmt.prompt(r.question) for _, r in found]
+    asked = [teacher_prompt(cfg.guide, r) for _, r in found]
+    prompts = [q if fmt.chat else fmt.prompt(q) for q in asked]
     return DistillPrepared(cfg, model, tok, where, [r for _, r in found], checks, prompts, fmt.chat)
+
+
+def teacher_prompt(guide: str | None, record: Record) -> str:
+    """What the teacher is asked: the question, or ``guide`` filled with the question and its reference."""
+    if guide is None:
+        return record.question
+    solution = record.solution or str(record.reference_answer or "")
+    return guide.replace("{question}", record.question).replace("{solution}", solution)
 
 
 # ---------------------------------------------------------------- resumable samples
@@ -296,7 +311,7 @@ def distill(cfg: DistillConfig, out: str | Path, status: Callable[[str], None] |
         "accepted": sum(d["accepted"] for d in per.values()), "questions": len(prep.records),
         "teacher": {"model": cfg.teacher.model, "resolved": prep.teacher_path, "dtype": cfg.teacher.dtype},
         "sampling": s.model_dump(), "seed": cfg.seed, "chat_template": prep.chat,
-        "verifier": cfg.verifier, "verifiers_used": sorted({c.verifier for c in prep.checks}),
+        "verifier": cfg.verifier, "guide": cfg.guide, "verifiers_used": sorted({c.verifier for c in prep.checks}),
         "train_file": TRAIN,
     }
     atomic.write_json(out / "info.json", info)
