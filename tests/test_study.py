@@ -37,7 +37,7 @@ def test_smollm2_study_config_validates_every_stage():
     assert "hellaswag" not in names and len(names) == 11
     assert study.targets == ["gsm8k_cot_chat", "gsm8k_gold_bpb_0shot"]
     sweep = study.sweep_config(Path("/tmp/out"))
-    assert sweep.limit == 60 and sweep.limits["ifeval"] == 24 and sweep.base_models[0].path == "smollm2-135m"
+    assert sweep.limit == 50 and sweep.limits["ifeval"] == 20 and sweep.base_models[0].path == "smollm2-135m"
     assert [r.name for r in sweep.runs] == list(study.finetune)
 
 
