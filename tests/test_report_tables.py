@@ -94,6 +94,10 @@ def test_mixture_and_runtime_tables():
     assert rt.header == ["run", "data", "pretrain", "finetune", "total"]
     assert [c.text for c in rt.rows[0]] == ["p1", "0:01:05", "1:02:05", "–", "1:03:10"]
     assert tables.mixture_table([RunMeta("x")]) is None
+    # a fine-tuning run's own total (training + evaluation + I/O + overhead) is its total, not a stage
+    ft = tables.runtime_table([RunMeta("sft", runtime={"training": 1032, "model_io": 6, "total_this_process": 1039})])
+    assert ft.header == ["run", "training", "model_io", "total"]
+    assert [c.text for c in ft.rows[0]] == ["sft", "0:17:12", "0:00:06", "0:17:19"]
 
 
 def test_markdown_escapes_pipes():

@@ -321,9 +321,15 @@ def runtime_table(runs_meta: Sequence[RunMeta]) -> Table | None:
     runs = [m for m in runs_meta if m.runtime]
     if not runs:
         return None
-    stages = list(dict.fromkeys(s for m in runs for s in m.runtime))
+    # A run's own total (fine-tuning records `total_this_process`) is the total, not one more stage to add.
+    stages = list(dict.fromkeys(s for m in runs for s in m.runtime if not s.startswith("total")))
+
+    def total(m: RunMeta) -> float:
+        own = [v for k, v in m.runtime.items() if k.startswith("total")]
+        return sum(own) if own else sum(m.runtime.values())
+
     body = [[Cell(m.name), *[Cell(fmt_seconds(m.runtime.get(s))) for s in stages],
-             Cell(fmt_seconds(sum(m.runtime.values())), True)] for m in runs]
+             Cell(fmt_seconds(total(m)), True)] for m in runs]
     return Table("Runtime per stage", ["run", *stages, "total"], body)
 
 
