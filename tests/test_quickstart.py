@@ -101,3 +101,6 @@ def test_short_quickstart_end_to_end_and_resume(tmp_path):
     res2 = run_quickstart(study, out, say=said.append)
     assert any("already done" in s for s in said) and any("(0 results to compute)" in s for s in said)
     assert res2.report_md.read_text() == md
+    # each invocation's timings are kept: the first run's training time is not lost to the resume
+    runs = json.loads((out / "summary.json").read_text())["invocations"]
+    assert len(runs) == 2 and runs[0]["timings"]["finetune"] > runs[1]["timings"]["finetune"]

@@ -379,12 +379,27 @@ def run_study(study: Study, out: str | Path, say: Say | None = None, progress: B
     t0 = time.perf_counter()
     files = _report(study, out, sweep_cfg, say)
     timings["report"] = time.perf_counter() - t0
-    atomic.write_json(out / "summary.json", {
+    env = environment()
+    summary_path = out / "summary.json"
+    # a resumed study reuses finished stages, so each invocation's timings are kept, not overwritten
+    history = _read_json(summary_path).get("invocations", [])
+    history.append({"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": env.get("commit"),
+                    "timings": timings, "jobs": jobs})
+    atomic.write_json(summary_path, {
         "name": study.name, "reference": study.reference, "headline": list(files.findings),
         "contrasts": [c.to_dict(study.comparable_gain) for c in files.contrasts],
-        "timings": timings, "jobs": jobs, "environment": environment()})
+        "timings": timings, "jobs": jobs, "environment": env, "invocations": history})
     return StudyResult(out, files.markdown, files.html, files.figures, list(files.contrasts),
                        list(files.findings), timings)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _numbered(say: Say) -> Say:
