@@ -23,10 +23,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from mixlab.config import StrictModel, load_config, validate
-from mixlab.study import Study, StudyEval, StudyResult, check_methods, merge, run_study
+from mixlab.study import MethodsStudy, Study, StudyEval, StudyResult, merge, run_study
 
 DEFAULT_CONFIG = "default.yaml"
 QuickstartResult = StudyResult
@@ -47,24 +47,16 @@ class EvalSection(StrictModel):
     batch_size: int = Field(32, ge=1, description="items scored at once")
 
 
-class QuickstartConfig(StrictModel):
+class QuickstartConfig(MethodsStudy):
     """The quickstart study. ``data``, ``pretrain`` and ``finetune`` are ordinary data-build, pretraining
     and fine-tuning configs; each entry of ``methods`` is deep-merged into ``finetune``."""
 
     kind: Literal["quickstart"] = "quickstart"
-    seed: int = Field(0, description="seed of every stage (data, pretraining, fine-tuning, statistics)")
     target: str = Field("people", description="toyworld domain to fine-tune on")
-    workers: int = Field(2, ge=1, description="processes for fine-tuning and evaluation")
     reference: str = Field("sft", description="method every other one is contrasted with")
-    comparable_gain: float = Field(0.8, gt=0, le=1, description="'comparable gain': at least this fraction "
-                                   "of the reference's target gain")
     data: dict[str, Any] = Field({}, description="a data-build config (see 'data build'); domains and "
                                  "contamination benchmarks are filled in from `target`")
     pretrain: dict[str, Any] = Field(..., description="a pretraining config (see 'pretrain')")
-    finetune: dict[str, Any] = Field(..., description="a fine-tuning config shared by every method "
-                                     "(see 'finetune'); model.base and data.build are filled in")
-    methods: dict[str, dict[str, Any]] = Field(..., description="method name -> the fine-tuning config "
-                                               "fields it changes (deep-merged into `finetune`)")
     eval: EvalSection = EvalSection()
 
     @field_validator("target")
@@ -75,23 +67,6 @@ class QuickstartConfig(StrictModel):
         if v not in DOMAINS:
             raise ValueError(f"unknown toyworld domain {v!r}; choose one of {', '.join(DOMAINS)}")
         return v
-
-    @field_validator("methods", mode="before")
-    @classmethod
-    def _drop_null(cls, v: Any) -> Any:
-        """``--set methods.grpo=null`` leaves a method out."""
-        return {k: m for k, m in v.items() if m is not None} if isinstance(v, dict) else v
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        return check_methods(v)
-
-    @model_validator(mode="after")
-    def _reference(self) -> "QuickstartConfig":
-        if self.reference not in self.methods:
-            raise ValueError(f"reference {self.reference!r} is not one of the methods ({', '.join(self.methods)})")
-        return self
 
 
 def load_quickstart_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Study:

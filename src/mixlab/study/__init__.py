@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -76,31 +75,20 @@ class StudyEval(StrictModel):
         return [t for t in dict.fromkeys(names) if t not in self.exclude]
 
 
-class StudyConfig(StrictModel):
-    """A forgetting study (``mixlab study``). ``data``, ``pretrain``, ``distill`` and ``finetune`` are
-    ordinary mixlab configs (see their commands); each entry of ``methods`` is deep-merged into ``finetune``."""
+class MethodsStudy(StrictModel):
+    """What every study config has (``mixlab study`` and the quickstart): a fine-tuning config shared by
+    the methods, the methods deep-merged into it, and the reference every other method is contrasted with."""
 
-    kind: Literal["study"] = "study"
-    name: str = Field(..., description="the study's name (report title, sweep name)")
-    title: str | None = Field(None, description="the report's title (default: from `name`)")
+    kind: str
     seed: int = Field(0, description="seed of every stage (data, training, sampling, statistics)")
     workers: int = Field(2, ge=1, description="processes for fine-tuning and evaluation (one torch thread each)")
     reference: str = Field(..., description="method every other one is contrasted with")
     comparable_gain: float = Field(0.8, gt=0, le=1, description="'comparable gain': at least this fraction "
                                    "of the reference's target gain")
-    base: str | None = Field(None, description="the base model: an alias (smollm2-135m), a Hugging Face folder or "
-                             "a cached hub id; or give `pretrain` instead")
-    pretrain: dict[str, Any] | None = Field(None, description="a pretraining config (see 'pretrain') whose final "
-                                            "checkpoint is the base")
-    data: dict[str, Any] | None = Field(None, description="a data-build config (see 'data build'); when given, "
-                                        "fine-tuning reads its mixture")
-    distill: dict[str, Any] | None = Field(None, description="a distillation config (see 'distill'); teacher.model "
-                                           "defaults to the base (self-distillation), data to the fine-tuning data")
     finetune: dict[str, Any] = Field(..., description="a fine-tuning config shared by every method "
                                      "(see 'finetune'); model.base (and data.build) are filled in")
     methods: dict[str, dict[str, Any]] = Field(..., description="method name -> the fine-tuning config fields it "
                                                "changes (deep-merged into `finetune`; null leaves it out)")
-    eval: StudyEval = StudyEval()
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -111,26 +99,49 @@ class StudyConfig(StrictModel):
     @field_validator("methods")
     @classmethod
     def _methods(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        return check_methods(v)
+        if not v:
+            raise ValueError("list at least one method")
+        for name in v:
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"method name {name!r}: use letters, digits, '_' or '-' (it names a folder)")
+        return {k: dict(m or {}) for k, m in v.items()}
+
+    @model_validator(mode="after")
+    def _reference(self) -> "MethodsStudy":
+        if self.reference not in self.methods:
+            raise ValueError(f"reference {self.reference!r} is not one of the methods ({', '.join(self.methods)})")
+        return self
+
+
+class StudyConfig(MethodsStudy):
+    """A forgetting study (``mixlab study``). ``data``, ``pretrain``, ``distill`` and ``finetune`` are
+    ordinary mixlab configs (see their commands); each entry of ``methods`` is deep-merged into ``finetune``."""
+
+    kind: Literal["study"] = "study"
+    name: str = Field(..., description="the study's name (report title, sweep name)")
+    title: str | None = Field(None, description="the report's title (default: from `name`)")
+    base: str | None = Field(None, description="the base model: an alias (smollm2-135m), a Hugging Face folder or "
+                             "a cached hub id; or give `pretrain` instead")
+    pretrain: dict[str, Any] | None = Field(None, description="a pretraining config (see 'pretrain') whose final "
+                                            "checkpoint is the base")
+    data: dict[str, Any] | None = Field(None, description="a data-build config (see 'data build'); when given, "
+                                        "fine-tuning reads its mixture")
+    distill: dict[str, Any] | None = Field(None, description="a distillation config (see 'distill'); teacher.model "
+                                           "defaults to the base (self-distillation), data to the fine-tuning data")
+    eval: StudyEval = StudyEval()
 
     @model_validator(mode="after")
     def _check(self) -> "StudyConfig":
         if (self.base is None) == (self.pretrain is None):
             raise ValueError("give exactly one of `base` (a pretrained model) or `pretrain` (train one)")
-        if self.reference not in self.methods:
-            raise ValueError(f"reference {self.reference!r} is not one of the methods ({', '.join(self.methods)})")
         if not self.eval.targets:
             raise ValueError("eval.targets: name the task(s) that measure the fine-tuning target")
         return self
 
 
-def check_methods(v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    if not v:
-        raise ValueError("list at least one method")
-    for name in v:
-        if not name.replace("_", "").replace("-", "").isalnum():
-            raise ValueError(f"method name {name!r}: use letters, digits, '_' or '-' (it names a folder)")
-    return {k: dict(m or {}) for k, m in v.items()}
+def _trains_on_distill(finetune: dict[str, Any]) -> bool:
+    """Whether a method's fine-tuning config data reads the distillation stage's answers."""
+    return (finetune.get("data") or {}).get("records") == DISTILL_REF
 
 
 def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +213,7 @@ class Study:
         uses_distill = False
         for mname, patch in methods.items():
             d = merge(shared, patch)
-            if (d.get("data") or {}).get("records") == DISTILL_REF:
+            if _trains_on_distill(d):
                 uses_distill = True
                 d["data"] = {k: v for k, v in d["data"].items() if k not in ("build", "datasets")}
             validate(FinetuneConfig, d, f"{source} (methods.{mname} merged into `finetune`)")
@@ -257,7 +268,7 @@ class Study:
         return config_hash(self.data) if self.data is not None else None
 
     def uses_distill(self, method: str) -> bool:
-        return (self.finetune[method].get("data") or {}).get("records") == DISTILL_REF
+        return _trains_on_distill(self.finetune[method])
 
     def finetune_config(self, method: str, base: str, data: Path | None, distilled: Path | None) -> Any:
         from mixlab.train.sft import FinetuneConfig
@@ -355,7 +366,6 @@ def run_study(study: Study, out: str | Path, say: Say | None = None, progress: B
     if study.config is not None:
         atomic.write_text(out / "study.yaml", dump_yaml(study.config))
     timings: dict[str, Any] = {}
-    jobs: dict[str, Any] = {}
 
     t0 = time.perf_counter()
     data_dir = _build_data(study, out / "data", say) if study.data is not None else None
@@ -416,20 +426,10 @@ def _numbered(say: Say) -> Say:
 
 
 def environment() -> dict[str, Any]:
-    """Where the study ran: the commit of the mixlab checkout (if any), versions, CPU count."""
-    import torch
+    """Where the study ran: the mixlab checkout's commit, library versions, CPU count (as runs record them)."""
+    from mixlab.runs.rundir import git_commit, versions
 
-    import mixlab
-
-    env: dict[str, Any] = {"mixlab": getattr(mixlab, "__version__", "?"), "torch": torch.__version__,
-                           "python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}
-    try:
-        here = Path(__file__).resolve().parent
-        env["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                       timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return env
+    return {"commit": git_commit(), "versions": versions(), "cpus": os.cpu_count(), "machine": platform.machine()}
 
 
 def _build_data(study: Study, path: Path, say: Say) -> Path:
