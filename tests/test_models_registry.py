@@ -10,6 +10,8 @@ from mixlab.config import validate
 from mixlab.errors import ConfigError
 from mixlab.models.registry import (
     PROXY_SIZES,
+    SERVED_CONTEXT,
+    TRAIN_SEQ_LEN_KEY,
     ModelConfig,
     build_model,
     check_size,
@@ -35,7 +37,7 @@ def _counted(model: torch.nn.Module) -> tuple[int, int]:
 
 @pytest.mark.parametrize("size", ["proxy-0.2m", "proxy-1m", "proxy-5m"])
 def test_param_count_matches_the_model(size):
-    cfg = hf_config(ModelConfig(size=size), vocab_size=258, max_seq_len=64)
+    cfg = hf_config(ModelConfig(size=size), vocab_size=258, train_seq_len=64)
     model = build_model(cfg, seed=0)
     assert (non_embedding_params(cfg), total_params(cfg)) == _counted(model)
 
@@ -88,3 +90,24 @@ def test_seeded_init_and_hf_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(a(input_ids=ids).logits, loaded(input_ids=ids).logits)
     assert loaded.config._attn_implementation == "sdpa"
+
+
+def test_checkpoint_declares_a_served_context_and_records_the_training_window(tmp_path):
+    """config.json declares 2048 positions (what lm-eval, vLLM and generate size their window from)
+    and keeps the training seq_len; the declared value changes no number: an old-style config that
+    declared the training window gives the same initial weights and the same logits."""
+    import json
+
+    cfg = hf_config(ModelConfig(size="proxy-0.2m"), 258, 32, bos_id=256, eos_id=256, pad_id=257)
+    assert cfg.max_position_embeddings == SERVED_CONTEXT == 2048
+    build_model(cfg, 0).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["max_position_embeddings"] == 2048 and saved[TRAIN_SEQ_LEN_KEY] == 32
+    assert hf_config(ModelConfig(size="proxy-0.2m"), 258, 4096).max_position_embeddings == 4096
+    old = hf_config(ModelConfig(size="proxy-0.2m"), 258, 32, bos_id=256, eos_id=256, pad_id=257)
+    old.max_position_embeddings = 32
+    delattr(old, TRAIN_SEQ_LEN_KEY)
+    a, b = AutoModelForCausalLM.from_pretrained(tmp_path), build_model(old, 0)
+    ids = torch.randint(0, 256, (2, 30))
+    with torch.no_grad():
+        assert torch.equal(a(input_ids=ids).logits, b(input_ids=ids).logits)

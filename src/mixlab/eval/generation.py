@@ -77,13 +77,11 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 
 
 def resolve_max_length(model, tokenizer) -> int:
-    """The context window, looked up the way lm-eval does (config, then tokenizer, then 2048)."""
-    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(model.config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    value = getattr(tokenizer, "model_max_length", None)
-    return value if isinstance(value, int) and 0 < value < 1_000_000 else 2048
+    """The context window, resolved by lm-eval's own function (config, then tokenizer, then 2048), so
+    generation, the log-likelihood scorer and lm-eval's HF backend use the same window."""
+    from lm_eval.models.utils import resolve_max_length as lm_eval_resolve
+
+    return lm_eval_resolve(model.config, tokenizer, default=2048)
 
 
 class Generator:

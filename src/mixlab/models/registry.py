@@ -104,9 +104,25 @@ class ModelConfig(StrictModel):
         return self.size if self.size and self == ModelConfig(size=self.size) else f"d{s.d_model}-L{s.n_layers}"
 
 
-def hf_config(model: ModelConfig, vocab_size: int, max_seq_len: int, bos_id: int | None = None,
+# The context window a proxy checkpoint declares (``max_position_embeddings`` in config.json). Tools
+# size their window from it: lm-eval's HF backend uses it as ``max_length`` and asserts that every
+# continuation fits, vLLM refuses longer requests, ``generate`` warns past it. Declaring the training
+# ``seq_len`` (64 tokens for ci_tiny) made lm-eval fail on an ARC answer. Rotary positions are computed
+# for any position, so the model serves longer inputs (with the quality of extrapolation); 2048 is
+# lm-eval's own default window. The training window is recorded beside it (TRAIN_SEQ_LEN_KEY).
+# A constant, not a config field: it changes no weight, and a new field would change every
+# pretraining config's hash, so existing runs could no longer resume.
+SERVED_CONTEXT = 2048
+TRAIN_SEQ_LEN_KEY = "mixlab_train_seq_len"
+
+
+def hf_config(model: ModelConfig, vocab_size: int, train_seq_len: int, bos_id: int | None = None,
               eos_id: int | None = None, pad_id: int | None = None) -> LlamaConfig:
-    """The ``LlamaConfig`` for a proxy with the tokenizer's vocabulary and the training context."""
+    """The ``LlamaConfig`` for a proxy with the tokenizer's vocabulary.
+
+    It declares ``max(SERVED_CONTEXT, train_seq_len)`` positions and records ``train_seq_len`` as
+    ``mixlab_train_seq_len`` (an extra config.json key that transformers keeps and other tools ignore).
+    """
     s = model.shape()
     cfg = LlamaConfig(
         vocab_size=vocab_size,
@@ -115,7 +131,7 @@ def hf_config(model: ModelConfig, vocab_size: int, max_seq_len: int, bos_id: int
         num_hidden_layers=s.n_layers,
         num_attention_heads=s.n_heads,
         num_key_value_heads=s.n_heads,
-        max_position_embeddings=max_seq_len,
+        max_position_embeddings=max(SERVED_CONTEXT, train_seq_len),
         initializer_range=model.init_std,
         tie_word_embeddings=model.tie_embeddings,
         rms_norm_eps=1e-5,
@@ -126,6 +142,7 @@ def hf_config(model: ModelConfig, vocab_size: int, max_seq_len: int, bos_id: int
         attention_dropout=0.0,
     )
     cfg._attn_implementation = model.attention
+    setattr(cfg, TRAIN_SEQ_LEN_KEY, int(train_seq_len))
     return cfg
 
 

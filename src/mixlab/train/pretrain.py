@@ -185,7 +185,8 @@ class PretrainPlan:
             "model": self.model_label, "non_embedding_params": self.non_embedding_params,
             "total_params": self.total_params, "vocab_size": self.hf_config.vocab_size,
             "token_budget": self.token_budget, "tokens_trained": self.tokens_trained, "steps": self.steps,
-            "tokens_per_step": self.tokens_per_step, "seq_len": c.train.seq_len, "batch_size": c.train.batch_size,
+            "tokens_per_step": self.tokens_per_step, "seq_len": c.train.seq_len,
+            "max_position_embeddings": self.hf_config.max_position_embeddings, "batch_size": c.train.batch_size,
             "micro_batch_size": c.train.micro_batch_size or c.train.batch_size, "device": self.device,
             "source_tokens": self.source_tokens, "priors": self.priors, "mixture": self.allocation.as_dict(),
             "train_flops": self.flops_per_token * self.tokens_trained,
@@ -236,6 +237,7 @@ def prepare(cfg: PretrainConfig, tokenizer_dir: Path | None = None,
         sources.append(tokenize_source(st, tok))
     t = cfg.train
     hf = hf_config(cfg.model, len(tok), t.seq_len, tok.eos_token_id, tok.eos_token_id, tok.pad_token_id)
+    tok.model_max_length = hf.max_position_embeddings  # the saved tokenizer declares the same window
     budget = cfg.duration.tokens or chinchilla_tokens(hf, cfg.duration.chinchilla or 0.0)
     tokens_per_step = t.batch_size * t.seq_len
     steps = budget // tokens_per_step
