@@ -101,3 +101,67 @@ def test_predict_rejects_other_domains(app, swarm, tmp_path):
     io.write_ratios(tmp_path / "new.csv", ["n"], ["n"], ["web", "code", "math", "poetry"], np.array([[0.1, 0.2, 0.3, 0.4]]))
     with pytest.raises(DataError, match=r"new\.csv:1: domains differ.*unknown column\(s\) \['poetry'\]; missing column\(s\) \['books'\]"):
         predict(f, tmp_path / "new.csv")
+
+
+def test_propose_reports_real_priors_objective_in_metric_units_and_support(app, swarm, tmp_path):
+    r = CliRunner()
+    d = tmp_path / "swarm"
+    d.mkdir()
+    for name in ("ratios.csv", "metrics.csv"):
+        (d / name).write_text((swarm / name).read_text())
+    priors = {"web": 0.6, "code": 0.2, "math": 0.1, "books": 0.1}
+    (d / "priors.json").write_text(json.dumps({"domains": DOMS, "priors": priors}))  # as `swarm generate` writes it
+    _ok(r.invoke(app, ["fit", "--ratios", str(d / "ratios.csv"), "--metrics", str(d / "metrics.csv"),
+                       "--folds", "4", "--out", str(tmp_path / "fit")]))
+    assert json.loads((tmp_path / "fit" / "fit.json").read_text())["priors_source"] == str(d / "priors.json")
+
+    res = _ok(r.invoke(app, ["propose", "--fit", str(tmp_path / "fit"), "--out", str(tmp_path / "p"),
+                             "--weight", "arc_easy_acc=0"]))
+    p = json.loads((tmp_path / "p" / "proposal.json").read_text())
+    assert p["prior"]["source"] == str(d / "priors.json") and p["prior"]["weights"] == pytest.approx(priors)
+    assert f"prior: {d / 'priors.json'}" in res.stdout
+    m = io.read_metrics(d / "metrics.csv")
+    loss = m.select(["web_bpb"])[:, 0]
+    best = int(np.argmin(loss))  # only web_bpb weighs, to be lowered: the best run is the lowest loss
+    assert p["best_observed"]["run"] == m.runs[best]
+    w = p["metrics"]["web_bpb"]
+    assert (w["weight"], w["direction"], p["metrics"]["arc_easy_acc"]["weight"]) == (1.0, "min", 0.0)
+    assert w["best_observed"] == loss[best] and w["swarm_mean"] == pytest.approx(loss.mean())
+    assert w["swarm_std"] == pytest.approx(loss.std())
+    io.write_ratios(tmp_path / "x.csv", ["x"], ["x"], list(p["weights"]), np.array([list(p["weights"].values())]))
+    from mixlab.mixopt.fit import predict
+
+    assert w["predicted"] == pytest.approx(predict(tmp_path / "fit", tmp_path / "x.csv").values[0, 0], rel=1e-12)
+    assert p["objective"]["predicted"] == pytest.approx((w["predicted"] - w["swarm_mean"]) / w["swarm_std"])
+    assert "objective in metric units" in res.stdout and "arc_easy_acc" not in res.stdout.split("objective in")[1]
+    x = np.array(list(p["weights"].values()))
+    X = io.read_ratios(tmp_path / "fit" / "ratios.csv").select(list(p["weights"]))
+    assert p["support"]["max_excess"] == pytest.approx(max(0.0, float(np.max(x - X.max(axis=0)))), abs=1e-12)
+
+    # a trust region of 0.1 around the best run: the proposal moves at most 0.1 of the mixture
+    _ok(r.invoke(app, ["propose", "--fit", str(tmp_path / "fit"), "--out", str(tmp_path / "t"),
+                       "--weight", "arc_easy_acc=0", "--within", "trust:0.1"]))
+    t = json.loads((tmp_path / "t" / "proposal.json").read_text())
+    bw = np.array([t["best_observed"]["weights"][k] for k in t["weights"]])
+    assert 0.5 * np.abs(np.array(list(t["weights"].values())) - bw).sum() == pytest.approx(0.1, abs=1e-7)
+    assert t["objective"]["predicted"] < t["best_observed"]["predicted_objective"]
+
+
+def test_fit_reads_an_olmix_priors_file(app, swarm, tmp_path):
+    pj = tmp_path / "olmix_priors.json"
+    pj.write_text(json.dumps({"relative_sizes": {"web": 3, "code": 1, "math": 0.5, "books": 0.5},
+                              "total_tokens": 10, "token_counts": {}}))
+    _ok(CliRunner().invoke(app, ["fit", "--ratios", str(swarm / "ratios.csv"), "--metrics", str(swarm / "metrics.csv"),
+                                 "--priors", str(pj), "--regressor", "linear", "--folds", "3", "--out", str(tmp_path / "f")]))
+    info = json.loads((tmp_path / "f" / "fit.json").read_text())
+    assert info["priors"] == {"web": 3.0, "code": 1.0, "math": 0.5, "books": 0.5} and info["priors_source"] == str(pj)
+
+
+def test_predict_names_a_domain_spelled_differently(app, swarm, tmp_path):
+    from mixlab.errors import DataError
+    from mixlab.mixopt.fit import fit, predict
+
+    f = fit(swarm / "ratios.csv", swarm / "metrics.csv", "linear", folds=3)
+    io.write_ratios(tmp_path / "new.csv", ["n"], ["n"], ["Web", "code", "math", "books"], np.array([[0.1, 0.2, 0.3, 0.4]]))
+    with pytest.raises(DataError, match=r"`Web` looks like `web` spelled differently; rename the column"):
+        predict(f, tmp_path / "new.csv")

@@ -12,12 +12,17 @@ from mixlab.mixopt.fit import FinetuneConfig, propose_finetune
 from mixlab.mixopt.propose import (
     ConstraintsConfig,
     Objective,
+    Polytope,
+    ProposeConfig,
     RepetitionConfig,
     best_under_bound,
     feasible_bounds,
+    hull_distance,
     optimize_mixture,
     pareto_front,
     project,
+    support,
+    within_box,
 )
 from mixlab.mixopt.regressors import LogLinearLaw, MixtureModel, make_regressor
 
@@ -129,6 +134,93 @@ def test_projection_is_feasible_and_idempotent():
     P = project(rng.normal(size=(200, 3)), lo, hi)
     assert np.allclose(P.sum(axis=1), 1) and (P >= lo - 1e-12).all() and (P <= hi + 1e-12).all()
     np.testing.assert_allclose(project(P, lo, hi), P, atol=1e-12)
+
+
+# ---------------------------------------------------------------- staying inside the swarm
+
+# The swarm's convex hull of these three runs is {x : x_j >= 0.2}: the hull-constrained optimum is the
+# min_weight=0.2 optimum, known in closed form (x_a = 0.2, the rest from the KKT conditions).
+CORNERS = np.array([[0.6, 0.2, 0.2], [0.2, 0.6, 0.2], [0.2, 0.2, 0.6]])
+
+
+def test_within_hull_known_optimum():
+    bounds = feasible_bounds(DOMS, ConstraintsConfig())
+    x, info = optimize_mixture(_separable_model(), _objective(), bounds, np.full(3, 1 / 3), starts=CORNERS[:1],
+                               region=Polytope("hull", bounds, CORNERS))
+    assert info["method"] == "simplicial-decomposition" and info["convex"]
+    np.testing.assert_allclose(x, [0.2, *_kkt([1, 2], 0.8)], atol=1e-6)
+    assert _kkt([0, 1, 2], 1.0)[0] < 0.2  # unconstrained, a would drop to 0.102: the hull binds
+
+
+def test_within_hull_with_constraints_and_a_gp():
+    rng = np.random.default_rng(0)
+    X = rng.dirichlet(np.ones(3), size=80)
+    f = np.exp(-A * X) @ (C / C.sum())
+    model = MixtureModel("gp", DOMS, ["f"], {"f": make_regressor("gp").fit(X, f)})
+    obj = Objective(["f"], np.ones(1), np.ones(1), np.zeros(1), np.ones(1))
+    bounds = feasible_bounds(DOMS, ConstraintsConfig(max_weight={"c": 0.4}))
+    hull = CORNERS * 0.9 + 0.1 / 3  # x_j >= 0.2 * 0.9 + 0.0333 = 0.2133
+    x, info = optimize_mixture(model, obj, bounds, np.full(3, 1 / 3), starts=hull, samples=2000, refine=4,
+                               region=Polytope("hull", bounds, hull))
+    assert info["method"] == "search+simplicial-decomposition"
+    assert x[2] <= 0.4 + 1e-9 and x.min() >= 0.2133 - 1e-9 and hull_distance(x, hull) < 1e-9
+    np.testing.assert_allclose(x, [0.2133, 0.3867, 0.4], atol=0.03)  # a at the hull, c at its cap
+
+
+def test_trust_region_moves_exactly_r_of_mass():
+    """One log-linear metric exp(x_a - x_c): from c = (0.5, 0.3, 0.2), the best step of total variation
+    0.2 moves 0.2 from a to c: (0.3, 0.3, 0.4)."""
+    law = LogLinearLaw()
+    law.c, law.sign, law.log_k, law.t = 0.0, 1.0, 0.0, np.array([1.0, 0.0, -1.0])
+    model = MixtureModel("loglinear", DOMS, ["m"], {"m": law})
+    obj = Objective(["m"], np.ones(1), np.ones(1), np.zeros(1), np.ones(1))
+    bounds = feasible_bounds(DOMS, ConstraintsConfig())
+    centre = np.array([0.5, 0.3, 0.2])
+    x, _ = optimize_mixture(model, obj, bounds, np.full(3, 1 / 3), starts=centre[None, :],
+                            region=Polytope("trust", bounds, centre[None, :], centre, 0.2))
+    np.testing.assert_allclose(x, [0.3, 0.3, 0.4], atol=1e-7)
+    tight = feasible_bounds(DOMS, ConstraintsConfig(max_weight={"a": 0.3}))  # needs 0.2 of a moved: R=0.1 cannot
+    with pytest.raises(ConfigError, match=r"within trust: no mixture within total-variation distance 0\.1 of the "
+                                          r"best observed run satisfies the constraints"):
+        optimize_mixture(model, obj, tight, np.full(3, 1 / 3), starts=centre[None, :],
+                         region=Polytope("trust", tight, centre[None, :], centre, 0.1))
+
+
+def test_within_box_narrows_to_the_observed_range():
+    X = np.array([[0.5, 0.3, 0.2], [0.3, 0.3, 0.4], [0.2, 0.5, 0.3]])
+    box = within_box(feasible_bounds(DOMS, ConstraintsConfig()), X)
+    np.testing.assert_array_equal(box.lower, [0.2, 0.3, 0.2])
+    np.testing.assert_array_equal(box.upper, [0.5, 0.5, 0.4])
+    assert box.why_upper == ["swarm max"] * 3
+    x, _ = optimize_mixture(_separable_model(), _objective(), box, np.full(3, 1 / 3), starts=X)
+    # c wants 0.564: capped at its largest observed weight 0.4; then a would take 0.184 (KKT over a, b
+    # sharing 0.6), below its smallest observed 0.2: both bind, and b takes the rest
+    assert _kkt([0, 1], 0.6)[0] < 0.2
+    np.testing.assert_allclose(x, [0.2, 0.4, 0.4], atol=1e-9)
+    with pytest.raises(ConfigError, match=r"within box: .*a: min 0\.7 > max 0\.5"):
+        within_box(feasible_bounds(DOMS, ConstraintsConfig(min_weight={"a": 0.7})), X)
+
+
+def test_support_known_distances():
+    X = np.array([[0.5, 0.5, 0.0], [0.5, 0.0, 0.5]])  # the hull is the segment a = 0.5
+    out = support(np.array([1.0, 0.0, 0.0]), X, ["r1", "r2"], DOMS)
+    assert out["hull_tv"] == pytest.approx(0.5) and out["nearest_run_tv"] == pytest.approx(0.5)
+    assert out["max_excess"] == pytest.approx(0.5) and out["max_excess_domain"] == "a"
+    assert out["swarm_median_nearest_tv"] == pytest.approx(0.5)
+    assert out["outside"] and "a = 1.000 is 0.500 beyond its observed range [0.500, 0.500]" in out["warning"]
+    inside = support(np.array([0.5, 0.3, 0.2]), X, ["r1", "r2"], DOMS)
+    assert inside["hull_tv"] == pytest.approx(0.0, abs=1e-12) and inside["max_excess"] == 0.0
+    assert inside["nearest_run"] == "r1" and inside["nearest_run_tv"] == pytest.approx(0.2)
+    assert not inside["outside"] and inside["warning"] is None
+
+
+@pytest.mark.parametrize("within", ["ball", "trust:0", "trust:1.5", "trust:", "hull:2"])
+def test_within_is_validated(within):
+    from mixlab.config import validate
+
+    with pytest.raises(ConfigError, match=r"within.*expected any, box, hull or trust:R with 0 < R <= 1"):
+        validate(ProposeConfig, {"fit": "f", "within": within}, "p.yaml")
+    assert validate(ProposeConfig, {"fit": "f", "within": "trust:0.25"}, "p.yaml").within == "trust:0.25"
 
 
 # ---------------------------------------------------------------- fine-tuning mode

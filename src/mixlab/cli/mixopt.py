@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from mixlab.cli.common import SetOption, console, progress
+from mixlab.cli.common import SetOption, console, err_console, progress
 from mixlab.errors import ConfigError
 
 
@@ -28,8 +28,13 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, float]:
 
 def fit_cmd(
     config: Path | None = typer.Argument(None, help="Fit config YAML (or give --ratios and --metrics)."),
-    ratios: Path | None = typer.Option(None, "--ratios", help="olmix ratios.csv: run,name,index,<domain...>"),
-    metrics: Path | None = typer.Option(None, "--metrics", help="olmix metrics.csv: run,name,index,<metric...>"),
+    ratios: Path | None = typer.Option(None, "--ratios", help="Mixtures: olmix run,name,index,<domain...> or "
+                                                             "RegMix index,train_<domain>..."),
+    metrics: Path | None = typer.Option(None, "--metrics", help="Results: olmix run,name,index,<metric...> or "
+                                                               "RegMix index,metric/<name>..."),
+    priors: Path | None = typer.Option(None, "--priors", help="priors.json (default: the one next to --ratios, if any)."),
+    sum_tolerance: float | None = typer.Option(None, "--sum-tolerance",
+                                               help="Renormalize rows whose weights sum to 1 within this (default 0.01)."),
     regressor: str | None = typer.Option(None, "--regressor", "-r",
                                          help="loglinear (default) | mixing_law | linear | gbt | gp"),
     out: Path = typer.Option(..., "--out", "-o", help="Fit directory to write (cv.json, model.json, plots)."),
@@ -52,7 +57,8 @@ def fit_cmd(
     else:
         cfg = validate(FitConfig, {"ratios": str(ratios), "metrics": str(metrics)}, "command line")
     updates: dict[str, Any] = {k: v for k, v in {"ratios": ratios, "metrics": metrics, "regressor": regressor,
-                                                 "folds": folds, "seed": seed}.items() if v is not None}
+                                                 "folds": folds, "seed": seed, "priors": priors,
+                                                 "sum_tolerance": sum_tolerance}.items() if v is not None}
     cfg = validate(FitConfig, {**cfg.model_dump(mode="json"), **{k: str(v) if isinstance(v, Path) else v
                                                                   for k, v in updates.items()}}, "command line")
     with progress() as p:
@@ -61,6 +67,8 @@ def fit_cmd(
         n_metrics = len(cfg.fit_metrics or read_metrics(cfg.metrics).columns)
         task = p.add_task(f"fit {cfg.regressor}", total=cfg.folds + n_metrics)
         res = fit_config(cfg, out, step=lambda msg: p.update(task, description=f"fit {cfg.regressor}: {msg}", advance=1))
+    if res.data.renormalized:
+        err_console.print(res.data.renormalized.message(), highlight=False, soft_wrap=True)
     t = Table("metric", "spearman", "pearson", "rmse", "top-decile spearman", title=f"{cfg.folds}-fold out-of-fold")
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     for m, s in res.cv["per_metric"].items():
@@ -73,8 +81,10 @@ def fit_cmd(
 
 def predict_cmd(
     fit_dir: Path = typer.Option(..., "--fit", help="A directory written by `mixlab fit`."),
-    ratios: Path = typer.Option(..., "--ratios", help="Mixtures to score, olmix ratios.csv layout."),
+    ratios: Path = typer.Option(..., "--ratios", help="Mixtures to score (olmix or RegMix layout, domains matched by name)."),
     out: Path = typer.Option(..., "--out", "-o", help="predictions.csv to write (metrics.csv layout)."),
+    sum_tolerance: float = typer.Option(0.01, "--sum-tolerance",
+                                        help="Renormalize rows whose weights sum to 1 within this."),
 ) -> None:
     """Predict every fitted metric for new mixtures (domains matched by name).
 
@@ -82,7 +92,9 @@ def predict_cmd(
     """
     from mixlab.mixopt.fit import predict
 
-    pred = predict(fit_dir, ratios, out)
+    pred = predict(fit_dir, ratios, out, sum_tolerance)
+    if pred.renormalized:
+        err_console.print(pred.renormalized.message(), highlight=False, soft_wrap=True)
     console.print(f"wrote {len(pred.runs)} predictions of {len(pred.columns)} columns to [bold]{out}[/]")
 
 
@@ -100,6 +112,8 @@ def propose_cmd(
     max_epochs: float | None = typer.Option(None, "--max-epochs", help="Repetition cap in epochs (default 4)."),
     available: list[str] = typer.Option(None, "--available", help="DOMAIN=TOKENS available (repeatable)."),
     kl: float | None = typer.Option(None, "--kl", help="Strength of the KL pull towards the prior."),
+    within: str | None = typer.Option(None, "--within", help="any | box (swarm's per-domain ranges) | hull (swarm's "
+                                                             "convex hull) | trust:R (TV distance <= R from the best run)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of every random choice (default: the config's)."),
     set_: list[str] = SetOption,
 ) -> None:
@@ -152,6 +166,8 @@ def propose_cmd(
         c["repetition"] = rep
     if kl is not None:
         data["kl_to_prior"] = kl
+    if within is not None:
+        data["within"] = within
     if seed is not None:
         data["search"]["seed"] = seed
     cfg = validate(ProposeConfig, data, str(config or "command line"))
@@ -159,17 +175,45 @@ def propose_cmd(
         task = p.add_task("propose", total=1)
         res = propose(cfg.fit, cfg, out)
         p.update(task, advance=1)
-    t = Table("domain", "proposed", "prior", "best observed", "bounds", title=f"proposal ({res['solver']['method']})")
+    _print_proposal(res)
+    console.print(f"wrote [bold]{out}/proposal.json[/]")
+
+
+def _print_proposal(res: dict[str, Any]) -> None:
+    """The proposal against the prior and the best run, the objective in metric units, and where it
+    lies relative to the swarm (a warning when outside it)."""
+    best = res["best_observed"]
+    t = Table("domain", "proposed", "prior", f"best observed ({best['run']})", "swarm range", "bounds",
+              title=f"proposal ({res['solver']['method']}, within {res['within']})")
+    rng = res["support"]["observed_range"]
     for dname, w in res["weights"].items():
         lo, hi, why = res["bounds"][dname]
-        t.add_row(dname, f"{w:.4f}", f"{res['prior']['weights'][dname]:.4f}",
-                  f"{res['best_observed']['weights'][dname]:.4f}", f"[{lo:.3g}, {hi:.3g}] {why}")
+        t.add_row(dname, f"{w:.4f}", f"{res['prior']['weights'][dname]:.4f}", f"{best['weights'][dname]:.4f}",
+                  f"{rng[dname][0]:.3f} .. {rng[dname][1]:.3f}", f"[{lo:.3g}, {hi:.3g}] {why}")
     console.print(t)
+    console.print(f"prior: {res['prior']['source']}", highlight=False)
+    m = Table("metric", "weight", "goal", "predicted", "best observed", "best predicted", "prior predicted",
+              "swarm mean ± std", title="objective in metric units: predicted at the proposal vs the best observed run")
+    for name, v in res["metrics"].items():
+        if v["weight"] == 0:
+            continue
+        m.add_row(name, f"{v['weight']:.3g}", v["direction"], f"{v['predicted']:.4g}", f"{v['best_observed']:.4g}",
+                  f"{v['best_observed_predicted']:.4g}", f"{v['prior_predicted']:.4g}",
+                  f"{v['swarm_mean']:.4g} ± {v['swarm_std']:.3g}")
+    console.print(m)
     o = res["objective"]
-    console.print(f"predicted objective {o['predicted']:.3f} (95% band {o['band95'][0]:.3f} .. {o['band95'][1]:.3f}), "
-                  f"expected optimism {o['expected_optimism']:.3f}; best observed {res['best_observed']['objective']:.3f}, "
-                  f"prior predicted {res['prior']['predicted_objective']:.3f}")
-    console.print(f"wrote [bold]{out}/proposal.json[/]")
+    console.print(f"objective (weighted z-scores, lower is better): predicted {o['predicted']:.3f} "
+                  f"(95% band {o['band95'][0]:.3f} .. {o['band95'][1]:.3f}), expected optimism "
+                  f"{o['expected_optimism']:.3f}; best observed {best['objective']:.3f} (predicted "
+                  f"{best['predicted_objective']:.3f}), prior predicted {res['prior']['predicted_objective']:.3f}",
+                  highlight=False)
+    sup = res["support"]
+    console.print(f"support: distance (total variation) {sup['hull_tv']:.3f} from the swarm's convex hull, "
+                  f"{sup['nearest_run_tv']:.3f} from the nearest run {sup['nearest_run']} (runs' median distance "
+                  f"to their nearest neighbour {sup['swarm_median_nearest_tv']:.3f}); largest excess over a "
+                  f"domain's observed range {sup['max_excess']:.3f} ({sup['max_excess_domain']})", highlight=False)
+    if sup["warning"]:
+        err_console.print(f"[yellow]warning:[/] {sup['warning']}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

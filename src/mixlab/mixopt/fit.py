@@ -12,6 +12,7 @@ predictions in the metrics layout), copies of the two input tables, and ``predic
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -42,16 +43,21 @@ Step = Callable[[str], None]
 class FitConfig(StrictModel):
     """``mixlab fit CONFIG``: which swarm tables, which regressor, how to validate."""
 
-    ratios: str
-    metrics: str
-    priors: dict[str, float] | None = Field(None, description="domain -> natural weight (token share)")
+    ratios: str = Field(description="mixture file: olmix `run,name,index,<domain...>` or RegMix "
+                                    "`index,train_<domain>...`")
+    metrics: str = Field(description="results file: olmix `run,name,index,<metric...>` or RegMix `index,metric/<name>...`")
+    priors: dict[str, float] | str | None = Field(
+        None, description="domain -> natural weight (token share), or a priors.json (mixlab's swarm or olmix's); "
+                          "default: the priors.json next to the ratios file, if any")
     regressor: str = "loglinear"
     options: dict[str, Any] = Field(default_factory=dict, description="regressor options, e.g. {restarts: 2}")
     fit_metrics: list[str] | None = Field(None, description="subset of metric columns to fit (default all)")
     directions: dict[str, Literal["min", "max"]] = Field(default_factory=dict)
     folds: int = Field(5, ge=2)
     seed: int = 0
-    sum_tolerance: float = Field(io.SUM_TOLERANCE, gt=0)
+    sum_tolerance: float = Field(io.SUM_TOLERANCE, gt=0, lt=0.5,
+                                 description="rows whose weights sum to 1 within this are renormalized (rounded "
+                                             "files); beyond it a row is an error")
 
 
 @dataclass
@@ -65,13 +71,58 @@ class FitResult:
     cv: dict[str, Any]
     directions: dict[str, str]
     priors: dict[str, float] | None
+    priors_source: str | None = None
 
     def prior_vector(self) -> np.ndarray:
-        """The natural mixture: the priors when given, else the swarm's mean mixture (swarms centre on it)."""
+        """The natural mixture: the priors when given, else the swarm's mean mixture (swarms centre on
+        their priors, so the mean is the best stand-in; :meth:`prior_label` says which it is)."""
         if self.priors:
             p = np.array([self.priors[d] for d in self.model.domains], dtype=np.float64)
             return p / p.sum()
         return self.data.weights.mean(axis=0)
+
+    def prior_label(self) -> str:
+        """Where :meth:`prior_vector` comes from, for reports."""
+        return (self.priors_source or "priors") if self.priors else "swarm mean (no priors given)"
+
+
+def read_priors_file(path: str | Path) -> dict[str, float]:
+    """Priors from a JSON file: mixlab's swarm ``priors.json`` (``priors``), olmix's launch metadata or
+    priors file (``relative_sizes``), or a flat ``{domain: weight}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("priors file not found; give a priors.json or a `priors:` mapping", path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e.msg}", path, e.lineno) from None
+    for key in ("priors", "relative_sizes"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+            if isinstance(data.get("relative_sizes"), dict):  # olmix launch metadata: priors.relative_sizes
+                data = data["relative_sizes"]
+            break
+    if not isinstance(data, dict) or not data:
+        raise DataError("expected a mapping domain -> weight (or mixlab's `priors` / olmix's `relative_sizes`)", path)
+    bad = [k for k, v in data.items() if not isinstance(v, (int, float)) or not v >= 0 or not np.isfinite(v)]
+    if bad:
+        raise DataError(f"prior(s) of {bad[:5]} are not finite numbers >= 0", path)
+    if sum(data.values()) <= 0:
+        raise DataError("priors sum to 0", path)
+    return {k: float(v) for k, v in data.items()}
+
+
+def resolve_priors(cfg: FitConfig) -> tuple[dict[str, float] | None, str | None]:
+    """The fit's priors and their source: the config's mapping, its priors.json, or a swarm's
+    ``priors.json`` beside the ratios file (``mixlab swarm collect`` writes ratios.csv there)."""
+    if isinstance(cfg.priors, dict):
+        return dict(cfg.priors), "fit config `priors`"
+    if isinstance(cfg.priors, str):
+        return read_priors_file(cfg.priors), cfg.priors
+    beside = Path(cfg.ratios).parent / "priors.json"
+    if beside.is_file():
+        return read_priors_file(beside), str(beside)
+    return None, None
 
 
 def _select_metrics(data: io.SwarmData, names: Sequence[str] | None, path: str) -> io.SwarmData:
@@ -81,7 +132,7 @@ def _select_metrics(data: io.SwarmData, names: Sequence[str] | None, path: str) 
     if missing:
         raise DataError(f"metric column(s) {missing} not found; the file has {data.metric_names}", path, 1)
     cols = [data.metric_names.index(m) for m in names]
-    return io.SwarmData(data.runs, data.names, data.domains, data.weights, list(names), data.metrics[:, cols])
+    return dataclasses.replace(data, metric_names=list(names), metrics=data.metrics[:, cols])
 
 
 def canonical(data: io.SwarmData) -> io.SwarmData:
@@ -89,12 +140,13 @@ def canonical(data: io.SwarmData) -> io.SwarmData:
     r = sorted(range(len(data.runs)), key=lambda i: data.runs[i])
     c = sorted(range(len(data.domains)), key=lambda j: data.domains[j])
     return io.SwarmData([data.runs[i] for i in r], [data.names[i] for i in r], [data.domains[j] for j in c],
-                        data.weights[r][:, c], list(data.metric_names), data.metrics[r])
+                        data.weights[r][:, c], list(data.metric_names), data.metrics[r], data.renormalized)
 
 
 def fit_swarm(data: io.SwarmData, regressor: str = "loglinear", *, folds: int = 5, seed: int = 0,
               options: Mapping[str, Any] | None = None, directions: Mapping[str, str] | None = None,
-              priors: Mapping[str, float] | None = None, step: Step | None = None) -> FitResult:
+              priors: Mapping[str, float] | None = None, priors_source: str | None = None,
+              step: Step | None = None) -> FitResult:
     """Out-of-fold predictions (K-fold, seeded), the CV report, and the final model on all runs.
 
     Runs and domains are put in sorted order first, so the order of rows and columns in the
@@ -107,8 +159,10 @@ def fit_swarm(data: io.SwarmData, regressor: str = "loglinear", *, folds: int = 
                              dict(options or {}), step)
     cv = cv_report(data.metric_names, data.metrics, oof, dirs)
     cv.update({"folds": folds, "seed": seed, "regressor": regressor, "n_runs": len(data.runs),
-               "directions_inferred": {m: m not in (directions or {}) for m in data.metric_names}})
-    return FitResult(None, model, data, oof, cv, dirs, dict(priors) if priors else None)
+               "directions_inferred": {m: m not in (directions or {}) for m in data.metric_names},
+               "ratios_renormalized": data.renormalized.as_json() if data.renormalized else None})
+    return FitResult(None, model, data, oof, cv, dirs, dict(priors) if priors else None,
+                     priors_source if priors else None)
 
 
 def write_fit(res: FitResult, out: str | Path, meta: dict[str, Any]) -> Path:
@@ -121,6 +175,7 @@ def write_fit(res: FitResult, out: str | Path, meta: dict[str, Any]) -> Path:
         atomic.write_json(tmp / "cv.json", res.cv)
         atomic.write_json(tmp / "fit.json", {**meta, "domains": d.domains, "metrics": d.metric_names,
                                              "directions": res.directions, "priors": res.priors,
+                                             "priors_source": res.priors_source,
                                              "regressor": res.model.regressor})
         io.write_ratios(tmp / "ratios.csv", d.runs, d.names, d.domains, d.weights)
         io.write_metrics(tmp / "metrics.csv", d.runs, d.names, d.metric_names, d.metrics)
@@ -131,23 +186,31 @@ def write_fit(res: FitResult, out: str | Path, meta: dict[str, Any]) -> Path:
 
 
 def fit(ratios: str | Path, metrics: str | Path, regressor: str = "loglinear", out: str | Path | None = None, *,
-        priors: Mapping[str, float] | None = None, folds: int = 5, seed: int = 0,
+        priors: Mapping[str, float] | str | Path | None = None, folds: int = 5, seed: int = 0,
         options: Mapping[str, Any] | None = None, fit_metrics: Sequence[str] | None = None,
-        directions: Mapping[str, str] | None = None, step: Step | None = None) -> FitResult:
+        directions: Mapping[str, str] | None = None, sum_tolerance: float = io.SUM_TOLERANCE,
+        step: Step | None = None) -> FitResult:
     """Fit ``regressor`` to a ``ratios.csv`` + ``metrics.csv`` pair; with ``out``, write the fit directory."""
-    cfg = FitConfig(ratios=str(ratios), metrics=str(metrics), priors=dict(priors) if priors else None,
+    pri = str(priors) if isinstance(priors, (str, Path)) else dict(priors) if priors else None
+    cfg = FitConfig(ratios=str(ratios), metrics=str(metrics), priors=pri,
                     regressor=regressor, options=dict(options or {}), fit_metrics=list(fit_metrics) if fit_metrics else None,
-                    directions=dict(directions or {}), folds=folds, seed=seed)
+                    directions=dict(directions or {}), folds=folds, seed=seed, sum_tolerance=sum_tolerance)
     return fit_config(cfg, out, step)
 
 
 def fit_config(cfg: FitConfig, out: str | Path | None = None, step: Step | None = None) -> FitResult:
     """:func:`fit` from a validated :class:`FitConfig`."""
     t0 = time.perf_counter()
-    data = io.read_swarm(cfg.ratios, cfg.metrics, cfg.priors, cfg.sum_tolerance)
+    priors, source = resolve_priors(cfg)
+    try:
+        data = io.read_swarm(cfg.ratios, cfg.metrics, priors, cfg.sum_tolerance)
+    except DataError as e:
+        if source is None or "priors" not in str(e):
+            raise
+        raise DataError(f"{e} (priors from {source}; set `priors:` to use others)") from None
     data = _select_metrics(data, cfg.fit_metrics, cfg.metrics)
     res = fit_swarm(data, cfg.regressor, folds=cfg.folds, seed=cfg.seed, options=cfg.options,
-                    directions=cfg.directions, priors=cfg.priors, step=step)
+                    directions=cfg.directions, priors=priors, priors_source=source, step=step)
     if out is not None:
         meta = {**base_meta(cfg, cfg.seed), "timings": {"fit_s": round(time.perf_counter() - t0, 3)},
                 "config": cfg.model_dump(mode="json")}
@@ -166,23 +229,26 @@ def load_fit(path: str | Path) -> FitResult:
     data = io.read_swarm(path / "ratios.csv", path / "metrics.csv")
     oof = io.read_metrics(path / "oof.csv").reorder(data.runs).select(data.metric_names)
     return FitResult(path, model, data, oof, json.loads((path / "cv.json").read_text()), info["directions"],
-                     info.get("priors"))
+                     info.get("priors"), info.get("priors_source"))
 
 
 def _as_fit(fit_or_dir: FitResult | str | Path) -> FitResult:
     return fit_or_dir if isinstance(fit_or_dir, FitResult) else load_fit(fit_or_dir)
 
 
-def predict(fit_or_dir: FitResult | str | Path, ratios: str | Path, out: str | Path | None = None) -> io.Table:
-    """Predict every fitted metric for the mixtures in ``ratios`` (domains matched by name)."""
+def predict(fit_or_dir: FitResult | str | Path, ratios: str | Path, out: str | Path | None = None,
+            sum_tolerance: float = io.SUM_TOLERANCE) -> io.Table:
+    """Predict every fitted metric for the mixtures in ``ratios`` (any layout, domains matched by name;
+    rows within ``sum_tolerance`` of summing to 1 renormalized, as in :func:`fit`)."""
     res = _as_fit(fit_or_dir)
-    table = io.read_ratios(ratios)
+    table = io.read_ratios(ratios, tolerance=sum_tolerance)
     extra = [c for c in table.columns if c not in res.model.domains]
     missing = [d for d in res.model.domains if d not in table.columns]
     if extra or missing:
         raise DataError(f"domains differ from the fit's {res.model.domains}: "
                         + "; ".join(p for p in (f"unknown column(s) {extra}" if extra else "",
-                                                f"missing column(s) {missing}" if missing else "") if p), ratios, 1)
+                                                f"missing column(s) {missing}" if missing else "") if p)
+                        + io.spelling_hints(extra, missing), ratios, 1)
     X = table.select(res.model.domains)
     P = res.model.predict(X)
     cols, vals = list(res.model.metrics), [P]
@@ -190,7 +256,7 @@ def predict(fit_or_dir: FitResult | str | Path, ratios: str | Path, out: str | P
     if S is not None:
         cols += [f"{m}_std" for m in res.model.metrics]
         vals.append(S)
-    pred = io.Table(table.runs, table.names, table.index, cols, np.hstack(vals))
+    pred = io.Table(table.runs, table.names, table.index, cols, np.hstack(vals), renormalized=table.renormalized)
     if out is not None:
         io.write_metrics(out, pred.runs, pred.names, pred.columns, pred.values, pred.index)
     return pred
@@ -204,7 +270,7 @@ def propose(fit_or_dir: FitResult | str | Path, cfg: ProposeConfig, out: str | P
     directions = {**res.directions, **explicit}
     d = res.data
     proposal = propose_from_model(res.model, d.weights, d.metrics, res.oof, d.runs, res.prior_vector(), cfg,
-                                  directions)
+                                  directions, prior_source=res.prior_label())
     proposal["fit"] = str(res.path) if res.path else None
     proposal["cv_objective"] = res.cv["aggregate"]["objective"]
     proposal["timings"] = {"propose_s": round(time.perf_counter() - t0, 3)}
@@ -223,11 +289,13 @@ def propose_finetune(cfg: FinetuneConfig, out: str | Path | None = None) -> dict
     runs, values = io.read_results_table(cfg.results, cols)
     knobs = values[:, : len(cols) - 2]
     if cfg.mixture:
-        sums = knobs[:, : len(cfg.mixture)].sum(axis=1)
-        bad = np.flatnonzero(np.abs(sums - 1) > io.SUM_TOLERANCE)
+        mix, dev = io.renormalize_rows(knobs[:, : len(cfg.mixture)], io.SUM_TOLERANCE)
+        bad = np.flatnonzero(dev > io.SUM_TOLERANCE)
         if len(bad):
-            raise DataError(f"mixture columns {cfg.mixture} of run {runs[bad[0]]!r} sum to {sums[bad[0]]:.6g}, not 1",
+            raise DataError(f"mixture columns {cfg.mixture} of run {runs[bad[0]]!r} sum to "
+                            f"{knobs[bad[0], : len(cfg.mixture)].sum():.6g}, not 1 (tolerance {io.SUM_TOLERANCE:g})",
                             cfg.results)
+        knobs[:, : len(cfg.mixture)] = mix
     result = finetune_proposal(runs, knobs, values[:, -2], values[:, -1], cfg)
     if out is not None:
         out = Path(out)
@@ -248,7 +316,9 @@ def load_fit_config(path: str | Path, overrides: Sequence[str] = ()) -> FitConfi
     """Read a fit config; relative table paths resolve against the config's folder when they exist there."""
     cfg = load_config(path, FitConfig, overrides)
     base = Path(path).parent
-    for field in ("ratios", "metrics"):
+    for field in ("ratios", "metrics", "priors"):
+        if not isinstance(getattr(cfg, field), str):
+            continue
         p = Path(getattr(cfg, field))
         if not p.is_absolute() and not p.exists() and (base / p).exists():
             cfg = cfg.model_copy(update={field: str(base / p)})

@@ -11,7 +11,13 @@ Infeasible constraints are a :class:`ConfigError` that says which ones clash.
   feasible set), the best few refined with SLSQP.
 
 The report carries the predicted score, an uncertainty band and the expected optimism measured
-from out-of-fold errors (see :func:`uncertainty`).
+from out-of-fold errors (see :func:`uncertainty`), the objective in metric units (each metric's
+weight, direction and predicted value at the proposal against the best observed run), and how far
+the proposal lies from the swarm's support (:func:`support`): a law fitted on a swarm whose largest
+weight of a domain was 0.37 says little about a mixture with 1.0 of it. ``within`` keeps the
+proposal inside the swarm: ``box`` (each domain within its observed range), ``hull`` (the swarm's
+convex hull) or ``trust:R`` (total-variation distance <= R from the best observed run); hull and
+trust regions are solved by simplicial decomposition (:func:`optimize_in_polytope`).
 
 Fine-tuning mode (:func:`finetune_proposal`): from a results table of fine-tuning runs (mixture of
 target vs replay sources, anchor coefficient, ...), the run or predicted setting with the most target
@@ -22,12 +28,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from scipy import optimize
 
 from mixlab.config import StrictModel
@@ -74,7 +81,17 @@ class ProposeConfig(StrictModel):
     constraints: ConstraintsConfig = Field(default_factory=ConstraintsConfig)
     kl_to_prior: float = Field(0.0, ge=0)
     risk: float = Field(0.0, ge=0, description="add risk x predictive std to the objective (GP only)")
+    within: str = Field("any", description="where the proposal may lie: any (the whole feasible simplex) | box "
+                                           "(each domain within the swarm's observed range) | hull (the swarm's "
+                                           "convex hull) | trust:R (total-variation distance <= R from the best "
+                                           "observed run, 0 < R <= 1)")
     search: SearchConfig = Field(default_factory=SearchConfig)
+
+    @field_validator("within")
+    @classmethod
+    def _within(cls, v: str) -> str:
+        parse_within(v)
+        return v
 
 
 class FinetuneConfig(StrictModel):
@@ -175,18 +192,30 @@ def feasible_bounds(domains: Sequence[str], c: ConstraintsConfig) -> Bounds:
                               f"{' (' + why[j] + ')' if why[j] else ''}")
         lo[j] = hi[j] = v
         why[j] = "fixed"
+    return _checked(domains, lo, hi, why, "constraints cannot all hold")
+
+
+def _checked(domains: list[str], lo: np.ndarray, hi: np.ndarray, why: list[str], what: str) -> Bounds:
     bad = [f"{d}: min {lo[j]:.4g} > max {hi[j]:.4g}{' (' + why[j] + ')' if why[j] else ''}"
            for j, d in enumerate(domains) if lo[j] > hi[j] + 1e-12]
     if bad:
-        raise ConfigError("constraints cannot all hold: " + "; ".join(bad))
+        raise ConfigError(f"{what}: " + "; ".join(bad))
     if lo.sum() > 1 + 1e-9:
-        raise ConfigError(f"constraints cannot all hold: minimum and fixed weights sum to {lo.sum():.4g} > 1; "
+        raise ConfigError(f"{what}: minimum and fixed weights sum to {lo.sum():.4g} > 1; "
                           "lower constraints.min_weight or the fixed weights")
     if hi.sum() < 1 - 1e-9:
         capped = [f"{d} <= {hi[j]:.4g} ({why[j] or 'max_weight'})" for j, d in enumerate(domains)]
-        raise ConfigError(f"constraints cannot all hold: the largest allowed weights sum to {hi.sum():.4g} < 1: "
+        raise ConfigError(f"{what}: the largest allowed weights sum to {hi.sum():.4g} < 1: "
                           + ", ".join(capped) + ". Raise max_weight or max_epochs, or lower target_tokens.")
     return Bounds(domains, lo, hi, why)
+
+
+def within_box(bounds: Bounds, X: np.ndarray) -> Bounds:
+    """``within: box``: the bounds narrowed to each domain's observed range in the swarm."""
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    why = [b if hi[j] >= bounds.upper[j] else "swarm max" for j, b in enumerate(bounds.why_upper)]
+    return _checked(bounds.domains, np.maximum(bounds.lower, lo), np.minimum(bounds.upper, hi), why,
+                    "within box: the constraints and the swarm's observed ranges cannot all hold")
 
 
 def project(V: np.ndarray, lower: np.ndarray, upper: np.ndarray, iters: int = 60) -> np.ndarray:
@@ -276,8 +305,12 @@ def _loglinear_terms(model: MixtureModel, obj: Objective) -> tuple[np.ndarray, n
 
 def optimize_mixture(model: MixtureModel, obj: Objective, bounds: Bounds, prior: np.ndarray, *,
                      starts: np.ndarray, kl_to_prior: float = 0.0, risk: float = 0.0,
-                     samples: int = 20000, refine: int = 8, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
-    """The feasible mixture minimizing the objective (+ KL pull, + risk x std); returns (x, solver info)."""
+                     samples: int = 20000, refine: int = 8, seed: int = 0,
+                     region: Polytope | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The feasible mixture minimizing the objective (+ KL pull, + risk x std); returns (x, solver info).
+
+    With ``region`` (``within: hull`` or ``trust:R``), the mixture also lies in that polytope; ``starts``
+    are then swarm runs (inside the hull), used where they meet the constraints."""
     if kl_to_prior > 0 and (prior <= 0).any():
         raise ConfigError("kl_to_prior needs a prior with every weight > 0")
     p = prior / prior.sum()
@@ -293,10 +326,14 @@ def optimize_mixture(model: MixtureModel, obj: Objective, bounds: Bounds, prior:
                 val, grad = val + kl_to_prior * kv, grad + kl_to_prior * kg
             return val, grad
 
+        convex = bool((amp >= 0).all())
+        if region is not None:
+            x, used = optimize_in_polytope(f, region, _region_starts(region, starts, p))
+            return x, {"method": "simplicial-decomposition", "convex": convex, "iterations": used,
+                       "region": region.kind}
         x0s = project(np.vstack([p, starts, np.full(len(p), 1 / len(p))]), bounds.lower, bounds.upper)
         results = [_slsqp(f, x0, bounds, jac=True) for x0 in x0s]
         best = min(results, key=lambda r: r.fun)
-        convex = bool((amp >= 0).all())
         return project(best.x, bounds.lower, bounds.upper)[0], {
             "method": "slsqp-exact" if convex else "slsqp-multistart", "convex": convex,
             "success": bool(best.success), "starts": len(x0s)}
@@ -313,16 +350,27 @@ def optimize_mixture(model: MixtureModel, obj: Objective, bounds: Bounds, prior:
             v = v + kl_to_prior * np.sum(xs * np.log(xs / p), axis=1)
         return v
 
-    cand = np.vstack([sample_feasible(samples, p, bounds, rng),
-                      project(np.vstack([p, starts]), bounds.lower, bounds.upper)])
-    vals = batch(cand)
-    order = np.argsort(vals)
-    best_x, best_v = cand[order[0]], float(vals[order[0]])
     def value_and_grad(x):
         """Forward differences evaluated in one batched predict: d+1 rows per call instead of d+1 calls."""
         h = 1e-6
         v = batch(np.vstack([x, x + h * np.eye(len(x))]))
         return float(v[0]), (v[1:] - v[0]) / h
+
+    if region is not None:
+        cand = np.vstack([region.sample(samples, p, rng), *_region_starts(region, starts, p)])
+        vals = batch(cand)
+        order = np.argsort(vals)
+        x, used = optimize_in_polytope(value_and_grad, region, [cand[i] for i in order[:max(1, refine)]])
+        if float(batch(x[None, :])[0]) > vals[order[0]]:
+            x = cand[order[0]]
+        return x, {"method": "search+simplicial-decomposition", "convex": False, "samples": len(cand),
+                   "iterations": used, "region": region.kind}
+
+    cand = np.vstack([sample_feasible(samples, p, bounds, rng),
+                      project(np.vstack([p, starts]), bounds.lower, bounds.upper)])
+    vals = batch(cand)
+    order = np.argsort(vals)
+    best_x, best_v = cand[order[0]], float(vals[order[0]])
 
     for i in order[:refine]:
         r = _slsqp(value_and_grad, cand[i], bounds, jac=True)
@@ -331,6 +379,198 @@ def optimize_mixture(model: MixtureModel, obj: Objective, bounds: Bounds, prior:
         if v < best_v:
             best_x, best_v = x, v
     return best_x, {"method": "search+slsqp", "convex": False, "samples": len(cand), "refined": min(refine, len(cand))}
+
+
+# ---------------------------------------------------------------- staying inside the swarm
+
+# A proposal farther than this (total variation) from the swarm's convex hull is reported as an
+# extrapolation: 0.01 is the rounding tolerance of published mixture files, so anything beyond it is
+# a real step outside what the swarm measured.
+SUPPORT_SLACK = 0.01
+
+
+def parse_within(value: str) -> tuple[str, float | None]:
+    """``any | box | hull | trust:R`` -> (kind, R)."""
+    v = value.strip()
+    if v in ("any", "box", "hull"):
+        return v, None
+    m = re.fullmatch(r"trust:([0-9.eE+-]+)", v)
+    if m:
+        try:
+            r = float(m.group(1))
+        except ValueError:
+            r = math.nan
+        if 0 < r <= 1:
+            return "trust", r
+    raise ValueError(f"within {value!r}: expected any, box, hull or trust:R with 0 < R <= 1 "
+                     "(R: total-variation distance from the best observed run, e.g. trust:0.2)")
+
+
+def _tv(A: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Total-variation distance (half the L1 distance): the share of the mixture that differs."""
+    return 0.5 * np.abs(np.atleast_2d(A) - x).sum(axis=1)
+
+
+def hull_distance(x: np.ndarray, X: np.ndarray) -> float:
+    """Total-variation distance from ``x`` to the convex hull of the rows of ``X`` (0 inside).
+
+    An LP (scipy's HiGHS): min 1/2 sum(u + v) s.t. X^T lam + u - v = x, sum lam = 1, lam, u, v >= 0."""
+    n, d = X.shape
+    c = np.concatenate([np.zeros(n), np.full(2 * d, 0.5)])
+    A_eq = np.vstack([np.hstack([X.T, np.eye(d), -np.eye(d)]), np.concatenate([np.ones(n), np.zeros(2 * d)])])
+    r = optimize.linprog(c, A_eq=A_eq, b_eq=np.concatenate([x, [1.0]]), bounds=(0, None), method="highs")
+    return max(float(r.fun), 0.0) if r.status == 0 else math.nan
+
+
+def support(x: np.ndarray, X: np.ndarray, runs: Sequence[str], domains: Sequence[str]) -> dict[str, Any]:
+    """How far ``x`` lies from what the swarm measured: per-domain excess over the observed range,
+    total-variation distance to the nearest run (against the swarm's own median nearest-neighbour
+    distance, for scale) and to the swarm's convex hull; ``warning`` when beyond ``SUPPORT_SLACK``."""
+    from sklearn.neighbors import NearestNeighbors
+
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    excess = np.maximum(np.maximum(x - hi, lo - x), 0.0)
+    j = int(np.argmax(excess))
+    nn = NearestNeighbors(n_neighbors=min(2, len(X)), metric="manhattan").fit(X)
+    d_x, i_x = nn.kneighbors(x[None, :], n_neighbors=1)
+    scale = float(np.median(nn.kneighbors(X)[0][:, -1]) / 2) if len(X) > 1 else math.nan
+    hull = hull_distance(x, X)
+    out: dict[str, Any] = {
+        "max_excess": float(excess[j]), "max_excess_domain": domains[j],
+        "observed_range": {d: [float(lo[k]), float(hi[k])] for k, d in enumerate(domains)},
+        "nearest_run": runs[int(i_x[0, 0])], "nearest_run_tv": float(d_x[0, 0] / 2),
+        "swarm_median_nearest_tv": scale, "hull_tv": hull, "slack": SUPPORT_SLACK,
+        "outside": bool(hull > SUPPORT_SLACK), "warning": None,
+    }
+    if out["outside"]:
+        beyond = (f"; {domains[j]} = {x[j]:.3f} is {excess[j]:.3f} beyond its observed range "
+                  f"[{lo[j]:.3f}, {hi[j]:.3f}]" if excess[j] > SUPPORT_SLACK else "")
+        out["warning"] = (f"the proposal lies outside the swarm: total-variation distance {hull:.3f} from the swarm's "
+                          f"convex hull{beyond}; the prediction there is an extrapolation. Stay inside with "
+                          "`within: hull` (--within hull), `box` or `trust:R`, or run a swarm that covers it.")
+    return out
+
+
+@dataclass(frozen=True)
+class Polytope:
+    """A convex feasible set reached through a linear-minimization oracle: the constraints' bounds
+    intersected with the swarm's convex hull (``hull``) or a total-variation ball (``trust``)."""
+
+    kind: str
+    bounds: Bounds
+    X: np.ndarray                      # the swarm's mixtures (hull)
+    center: np.ndarray | None = None   # trust: the ball's centre
+    radius: float | None = None
+
+    def _linprog(self, g: np.ndarray) -> np.ndarray | None:
+        lo, hi, d = self.bounds.lower, self.bounds.upper, len(self.bounds.lower)
+        if self.kind == "hull":
+            n = len(self.X)
+            rows, rhs = [], []
+            for j in range(d):  # only the bounds that can bind: the hull already lies in [0, 1]
+                if hi[j] < 1:
+                    rows.append(self.X[:, j])
+                    rhs.append(hi[j])
+                if lo[j] > 0:
+                    rows.append(-self.X[:, j])
+                    rhs.append(-lo[j])
+            if not rows:
+                return self.X[int(np.argmin(self.X @ g))]
+            r = optimize.linprog(self.X @ g, A_ub=np.array(rows), b_ub=np.array(rhs), A_eq=np.ones((1, n)),
+                                 b_eq=[1.0], bounds=(0, None), method="highs")
+            return None if r.status != 0 else self.X.T @ r.x
+        # trust: variables (x, s) with s >= |x - c|, sum s <= 2R
+        c, eye = self.center, np.eye(d)
+        A_ub = np.vstack([np.hstack([eye, -eye]), np.hstack([-eye, -eye]),
+                          np.concatenate([np.zeros(d), np.ones(d)])[None, :]])
+        b_ub = np.concatenate([c, -c, [2 * self.radius]])
+        A_eq = np.concatenate([np.ones(d), np.zeros(d)])[None, :]
+        r = optimize.linprog(np.concatenate([g, np.zeros(d)]), A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=[1.0],
+                             bounds=[*zip(lo, hi), *[(0, None)] * d], method="highs")
+        return None if r.status != 0 else r.x[:d]
+
+    def lmo(self, g: np.ndarray) -> np.ndarray:
+        """The feasible point minimizing ``g . x`` (a vertex); ConfigError when the set is empty."""
+        v = self._linprog(g)
+        if v is None:
+            where = ("the swarm's convex hull" if self.kind == "hull"
+                     else f"total-variation distance {self.radius:g} of the best observed run")
+            raise ConfigError(f"within {self.kind}: no mixture within {where} satisfies the constraints "
+                              f"(min/max/fixed weights, repetition cap); loosen them or use a wider `within`")
+        return np.clip(v, self.bounds.lower, self.bounds.upper)
+
+    def contains(self, P: np.ndarray) -> np.ndarray:
+        """Which rows of ``P`` are inside (bounds, plus the ball for ``trust``; hull points come from the hull)."""
+        ok = ((P >= self.bounds.lower - 1e-9) & (P <= self.bounds.upper + 1e-9)).all(axis=1)
+        if self.kind == "trust":
+            ok &= _tv(P, self.center) <= self.radius + 1e-9
+        return ok
+
+    def sample(self, n: int, prior: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Feasible candidates: mixtures of 2-4 runs (hull) or steps from the centre towards feasible
+        samples, shortened to the radius (trust); those breaking a bound are dropped."""
+        if self.kind == "hull":
+            k = rng.integers(2, 5, size=n)
+            idx = rng.integers(0, len(self.X), size=(n, 4))
+            lam = rng.dirichlet(np.ones(4), size=n) * (np.arange(4) < k[:, None])
+            lam /= lam.sum(axis=1, keepdims=True)
+            P = np.einsum("nk,nkd->nd", lam, self.X[idx])
+        else:
+            Y = sample_feasible(n, prior, self.bounds, rng)
+            dist = _tv(Y, self.center)
+            t = np.minimum(1.0, self.radius / np.maximum(dist, 1e-12)) * rng.uniform(0.2, 1.0, size=n)
+            P = self.center + t[:, None] * (Y - self.center)
+        return P[self.contains(P)]
+
+
+def optimize_in_polytope(fg: Callable[[np.ndarray], tuple[float, np.ndarray]], poly: Polytope,
+                         starts: Sequence[np.ndarray], iters: int = 200, tol: float = 1e-9) -> tuple[np.ndarray, int]:
+    """Minimize ``fg`` (value, gradient) over ``poly`` by simplicial decomposition (Holloway 1974).
+
+    The iterate is a convex combination of vertices found by the oracle; SLSQP solves the small
+    problem over those weights, and the vertex minimizing the gradient is added until the
+    Frank-Wolfe gap ``g . (x - v)`` closes. Exact for convex objectives on a polytope (finitely
+    many vertices); a local method from each start otherwise. Written here because the hull has one
+    variable per run: SLSQP over 512 run weights took 2.7 s per start, this takes a few vertices.
+    Returns the best point and the number of iterations used."""
+    best_x, best_v, used = None, math.inf, 0
+    for x0 in starts:
+        P, mu = [np.asarray(x0, dtype=np.float64)], np.ones(1)
+        for it in range(iters):
+            V = np.array(P)
+
+            def master(w, V=V):
+                val, g = fg(V.T @ w)
+                return val, V @ g
+
+            if len(P) > 1:
+                r = optimize.minimize(master, mu, jac=True, method="SLSQP", bounds=[(0, 1)] * len(P),
+                                      constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0,
+                                                    "jac": lambda w: np.ones_like(w)}],
+                                      options={"maxiter": 300, "ftol": 1e-14})
+                mu = np.clip(r.x, 0, None) / np.clip(r.x, 0, None).sum()
+            x = V.T @ mu
+            val, g = fg(x)
+            v = poly.lmo(g)
+            used += 1
+            if g @ (x - v) <= tol * max(1.0, abs(val)):
+                break
+            keep = mu > 1e-12
+            P = [P[i] for i in np.flatnonzero(keep)] + [v]
+            mu = np.append(mu[keep], 0.0)
+        if val < best_v:
+            best_x, best_v = x, val
+    return best_x, used
+
+
+def _region_starts(region: Polytope, starts: np.ndarray, prior: np.ndarray) -> list[np.ndarray]:
+    """Feasible starting points inside ``region``: the given runs (and, for a trust region, its centre
+    and the prior) where they meet the constraints, else one vertex of the region."""
+    cands = np.asarray(starts).reshape(-1, len(prior))
+    if region.kind == "trust":
+        cands = np.vstack([region.center, cands, prior])
+    ok = cands[region.contains(cands)] if len(cands) else cands
+    return list(ok) if len(ok) else [region.lmo(np.zeros(len(prior)))]
 
 
 # ---------------------------------------------------------------- uncertainty and optimism
@@ -369,8 +609,11 @@ def objective_weights(metrics: Sequence[str], objective: Mapping[str, MetricObje
 
 
 def propose_from_model(model: MixtureModel, X: np.ndarray, Y: np.ndarray, oof: np.ndarray, runs: Sequence[str],
-                       prior: np.ndarray, cfg: ProposeConfig, directions: Mapping[str, str]) -> dict[str, Any]:
-    """Everything ``proposal.json`` holds: weights by domain, predictions, band, optimism, bounds."""
+                       prior: np.ndarray, cfg: ProposeConfig, directions: Mapping[str, str],
+                       prior_source: str = "priors") -> dict[str, Any]:
+    """Everything ``proposal.json`` holds: weights by domain, the objective in metric units,
+    predictions against the best observed run and the prior, band, optimism, bounds, and the
+    proposal's distance from the swarm's support."""
     weights = objective_weights(model.metrics, cfg.objective)
     unknown = [m for m in weights if m not in model.metrics]
     if unknown:
@@ -379,9 +622,15 @@ def propose_from_model(model: MixtureModel, X: np.ndarray, Y: np.ndarray, oof: n
     bounds = feasible_bounds(model.domains, cfg.constraints)
     y_obj, oof_obj = obj.value(Y), obj.value(oof)
     best_obs = int(np.argmin(y_obj))
+    kind, radius = parse_within(cfg.within)
+    if kind == "box":
+        bounds = within_box(bounds, X)
+    region = (Polytope(kind, bounds, X, X[best_obs] if kind == "trust" else None, radius)
+              if kind in ("hull", "trust") else None)
     starts = X[np.argsort(oof_obj)[:4]]
     x, info = optimize_mixture(model, obj, bounds, prior, starts=starts, kl_to_prior=cfg.kl_to_prior, risk=cfg.risk,
-                               samples=cfg.search.samples, refine=cfg.search.refine, seed=cfg.search.seed)
+                               samples=cfg.search.samples, refine=cfg.search.refine, seed=cfg.search.seed,
+                               region=region)
     pred = model.predict(x[None, :])[0]
     S = model.predict_std(x[None, :])
     obj_pred = float(obj.value(pred[None, :])[0])
@@ -389,22 +638,31 @@ def propose_from_model(model: MixtureModel, X: np.ndarray, Y: np.ndarray, oof: n
     unc = uncertainty(x, obj_pred, None if obj_std is None else float(obj_std[0]), X, y_obj, oof_obj)
     p = prior / prior.sum()
     prior_in = project(p, bounds.lower, bounds.upper)[0]
+    at_prior = model.predict(prior_in[None, :])[0]
+    at_best = model.predict(X[best_obs][None, :])[0]
     active = [d for j, d in enumerate(model.domains)
               if x[j] >= bounds.upper[j] - 1e-6 and bounds.upper[j] < 1 or x[j] <= bounds.lower[j] + 1e-6 and bounds.lower[j] > 0]
     return {
         "weights": {d: float(v) for d, v in zip(model.domains, x)},
         "regressor": model.regressor,
         "solver": info,
+        "within": cfg.within,
         "objective": {**unc, "weights": dict(zip(model.metrics, obj.weights.tolist())),
-                      "note": "normalized units: per-metric z-scores over the swarm, signed so lower is better"},
-        "metrics": {m: {"predicted": float(pred[j]), "std": None if S is None else float(S[0, j]),
-                        "direction": directions[m], "swarm_best": float(Y[:, j].min() if directions[m] == "min"
-                                                                          else Y[:, j].max())}
+                      "note": "sum over metrics of weight x (value - swarm mean) / swarm std, negated for metrics "
+                              "to maximize: lower is better; 1 unit = 1 swarm std of a weight-1 metric"},
+        "metrics": {m: {"weight": float(obj.weights[j]), "direction": directions[m],
+                        "predicted": float(pred[j]), "std": None if S is None else float(S[0, j]),
+                        "swarm_mean": float(obj.means[j]), "swarm_std": float(obj.stds[j]),
+                        "best_observed": float(Y[best_obs, j]), "best_observed_predicted": float(at_best[j]),
+                        "prior_predicted": float(at_prior[j]),
+                        "swarm_best": float(Y[:, j].min() if directions[m] == "min" else Y[:, j].max())}
                     for j, m in enumerate(model.metrics)},
         "best_observed": {"run": runs[best_obs], "objective": float(y_obj[best_obs]),
+                          "predicted_objective": float(obj.value(at_best[None, :])[0]),
                           "weights": {d: float(v) for d, v in zip(model.domains, X[best_obs])}},
-        "prior": {"weights": {d: float(v) for d, v in zip(model.domains, p)},
-                  "predicted_objective": float(obj.value(model.predict(prior_in[None, :]))[0])},
+        "prior": {"weights": {d: float(v) for d, v in zip(model.domains, p)}, "source": prior_source,
+                  "predicted_objective": float(obj.value(at_prior[None, :])[0])},
+        "support": support(x, X, runs, model.domains),
         "bounds": {d: [float(bounds.lower[j]), float(bounds.upper[j]), bounds.why_upper[j]]
                    for j, d in enumerate(model.domains)},
         "active_constraints": active,
