@@ -100,13 +100,18 @@ def test_kl_pull_towards_prior():
     assert np.linalg.norm(x_mid - prior) < np.linalg.norm(free - prior)
 
 
-def test_search_path_with_gp_finds_the_optimum():
+def _gp_problem():
+    """A GP fitted to 80 runs of the separable surface, objective = that one metric, c <= 0.4."""
     rng = np.random.default_rng(0)
     X = rng.dirichlet(np.ones(3), size=80)
     f = np.exp(-A * X) @ (C / C.sum())
     model = MixtureModel("gp", DOMS, ["f"], {"f": make_regressor("gp").fit(X, f)})
     obj = Objective(["f"], np.ones(1), np.ones(1), np.zeros(1), np.ones(1))
-    bounds = feasible_bounds(DOMS, ConstraintsConfig(max_weight={"c": 0.4}))
+    return X, model, obj, feasible_bounds(DOMS, ConstraintsConfig(max_weight={"c": 0.4}))
+
+
+def test_search_path_with_gp_finds_the_optimum():
+    X, model, obj, bounds = _gp_problem()
     x, info = optimize_mixture(model, obj, bounds, np.full(3, 1 / 3), starts=X[:4], samples=2000, refine=4)
     assert info["method"] == "search+slsqp"
     assert x[2] <= 0.4 + 1e-9 and x.sum() == pytest.approx(1.0)
@@ -153,12 +158,7 @@ def test_within_hull_known_optimum():
 
 
 def test_within_hull_with_constraints_and_a_gp():
-    rng = np.random.default_rng(0)
-    X = rng.dirichlet(np.ones(3), size=80)
-    f = np.exp(-A * X) @ (C / C.sum())
-    model = MixtureModel("gp", DOMS, ["f"], {"f": make_regressor("gp").fit(X, f)})
-    obj = Objective(["f"], np.ones(1), np.ones(1), np.zeros(1), np.ones(1))
-    bounds = feasible_bounds(DOMS, ConstraintsConfig(max_weight={"c": 0.4}))
+    _, model, obj, bounds = _gp_problem()
     hull = CORNERS * 0.9 + 0.1 / 3  # x_j >= 0.2 * 0.9 + 0.0333 = 0.2133
     x, info = optimize_mixture(model, obj, bounds, np.full(3, 1 / 3), starts=hull, samples=2000, refine=4,
                                region=Polytope("hull", bounds, hull))
