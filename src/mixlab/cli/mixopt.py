@@ -192,8 +192,10 @@ def _print_proposal(res: dict[str, Any]) -> None:
                   f"{rng[dname][0]:.3f} .. {rng[dname][1]:.3f}", f"[{lo:.3g}, {hi:.3g}] {why}")
     console.print(t)
     console.print(f"prior: {res['prior']['source']}", highlight=False)
-    m = Table("metric", "weight", "goal", "predicted", "best observed", "best predicted", "prior predicted",
-              "swarm mean ± std", title="objective in metric units: predicted at the proposal vs the best observed run")
+    m = Table(title="objective in metric units: predicted at the proposal vs the best observed run")
+    m.add_column("metric", overflow="fold")  # long names wrap, never cut into look-alikes
+    for col in ("weight", "goal", "predicted", "best observed", "best predicted", "prior predicted", "swarm mean ± std"):
+        m.add_column(col)
     for name, v in res["metrics"].items():
         if v["weight"] == 0:
             continue
