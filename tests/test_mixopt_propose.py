@@ -155,6 +155,10 @@ def test_within_hull_known_optimum():
     assert info["method"] == "simplicial-decomposition" and info["convex"]
     np.testing.assert_allclose(x, [0.2, *_kkt([1, 2], 0.8)], atol=1e-6)
     assert _kkt([0, 1, 2], 1.0)[0] < 0.2  # unconstrained, a would drop to 0.102: the hull binds
+    capped = feasible_bounds(DOMS, ConstraintsConfig(max_weight={"a": 0.1}))  # every run has a >= 0.2
+    with pytest.raises(ConfigError, match=r"within hull: no mixture within the swarm's convex hull satisfies"):
+        optimize_mixture(_separable_model(), _objective(), capped, np.full(3, 1 / 3), starts=CORNERS,
+                         region=Polytope("hull", capped, CORNERS))
 
 
 def test_within_hull_with_constraints_and_a_gp():
