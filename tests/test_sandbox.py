@@ -1,42 +1,23 @@
-"""The code sandbox: hostile programs are contained; canonical HumanEval/MBPP solutions pass."""
+"""The code sandbox's basics and the HumanEval/MBPP canonical solutions (hostile programs:
+test_sandbox_containment.py; programs that try to fake passing their tests: test_sandbox_forgery.py)."""
 
 from __future__ import annotations
 
 import ast
 import gzip
 import json
-import os
-import socket
-import tempfile
-import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from mixlab.eval.sandbox import Limits, build_test_program, run_many, run_program, run_tests
-
-
-def _processes_mentioning(marker: str) -> list[str]:
-    """Command lines of live processes (zombies have none) that contain ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if marker in cmd:
-                found.append(f"{entry.name}: {cmd}")
-    return found
-
+from mixlab.eval.sandbox import CodeTests, Limits, check_sandbox, run_many, run_program, run_tests
 
 # --------------------------------------------------------------------------- basics
 
 
-def test_passing_failing_and_output():
+def test_plain_programs_exit_ok_or_failed_never_passed():
     ok = run_program("print('hello from the sandbox')")
-    assert ok.status == "passed" and ok.returncode == 0
+    assert ok.status == "ok" and ok.returncode == 0 and not ok.passed  # an exit status is no test
     assert ok.stdout.strip() == "hello from the sandbox"
     bad = run_program("assert 1 + 1 == 3, 'arithmetic'")
     assert bad.status == "failed" and bad.returncode == 1
@@ -45,130 +26,67 @@ def test_passing_failing_and_output():
     assert exited.status == "failed" and exited.returncode == 3
 
 
-@pytest.fixture
-def scratch_parent():
-    """A folder for scratch directories that the sandbox user can reach (pytest's is 0700)."""
-    with tempfile.TemporaryDirectory(prefix="mixlab-test-") as d:
-        os.chmod(d, 0o755)
-        yield Path(d)
-
-
-def test_scratch_is_cwd_and_home_writable_then_removed(scratch_parent):
-    parent = scratch_parent
-    res = run_program(
+def test_scratch_is_cwd_and_home_writable_and_private_to_each_run():
+    first = run_program(
         "import os\n"
         "open('out.txt', 'w').write('x' * 10)\n"
-        "print(os.getcwd() == os.environ['HOME'], open('out.txt').read())\n",
-        scratch_parent=parent,
+        "print(os.getcwd(), os.getcwd() == os.environ['HOME'], open('out.txt').read())\n"
     )
-    assert res.status == "passed", res.stderr
-    assert res.stdout.split() == ["True", "xxxxxxxxxx"]
-    assert list(parent.iterdir()) == []  # the scratch directory is gone
+    assert first.status == "ok", first.stderr
+    assert first.stdout.split() == ["/work", "True", "xxxxxxxxxx"]
+    second = run_program("import os\nprint(sorted(os.listdir('.')))")
+    assert second.stdout.strip() == "['program.py']"  # the first run's file went with its tmpfs
 
 
-# --------------------------------------------------------------------------- hostile code
+def test_passing_needs_every_test_to_run_and_pass():
+    program = "def add(a, b):\n    return a + b\n"
+    ok = run_tests(program, ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"])
+    assert ok.status == "passed" and ok.reason == ""
+    second_fails = run_tests(program, ["assert add(2, 3) == 5", "assert add(2, 2) == 5"])
+    assert second_fails.status == "failed"
+    assert second_fails.reason == "test 2 of 2 failed (`assert add(2, 2) == 5`): AssertionError"
+    assert "AssertionError" in second_fails.stderr
 
 
-def test_file_writes_outside_scratch_are_refused(tmp_path):
-    outside = tmp_path / "outside.txt"
-    in_home = Path.home() / f"mixlab-sandbox-escape-{uuid.uuid4().hex}.txt"
+def test_values_objects_and_exceptions_cross_between_program_and_tests():
     program = (
-        "import sys\n"
-        "hits = []\n"
-        f"for target in {[str(outside), str(in_home), '/tmp/mixlab-escape-' + uuid.uuid4().hex]!r}:\n"
-        "    try:\n"
-        "        open(target, 'w').write('escaped')\n"
-        "        hits.append(target)\n"
-        "    except OSError as e:\n"
-        "        print('refused', type(e).__name__, e.errno)\n"
-        "sys.exit(1 if hits else 0)\n"
+        "import collections\n"
+        "class Pair:\n"
+        "    def __init__(self, a, b):\n"
+        "        self.a, self.b = a, b\n"
+        "def longest(pairs):\n"
+        "    return max(p.b - p.a for p in pairs)\n"
+        "def counts(s):\n"
+        "    return collections.Counter(s)\n"
+        "Point = collections.namedtuple('Point', 'x y')\n"
+        "def point():\n"
+        "    return Point(1, 2)\n"
+        "def squares(n):\n"
+        "    return (i * i for i in range(n))\n"
+        "def parse(s):\n"
+        "    return int(s)\n"
     )
-    res = run_program(program)
-    assert res.status == "passed", res.stdout + res.stderr
-    assert res.stdout.count("refused") == 3
-    assert not outside.exists() and not in_home.exists()
+    tests = [
+        "assert longest([Pair(1, 5), Pair(2, 3)]) == 4",  # objects stay in the program, as handles
+        "p = Pair(1, 2); p.b = 10; assert longest([p]) == 9",
+        "assert counts('aab') == {'a': 2, 'b': 1}",
+        "assert point() == (1, 2)",
+        "assert list(squares(4)) == [0, 1, 4, 9]",
+        "try:\n    parse('x')\n    assert False\nexcept ValueError as e:\n    assert 'invalid literal' in str(e)",
+    ]
+    res = run_tests(program, tests)
+    assert res.status == "passed", res.reason
 
 
-def test_network_is_unreachable_even_loopback():
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(1)
-        port = server.getsockname()[1]
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            pass  # the listener is real: from outside the sandbox it accepts
-        server.accept()[0].close()
-        res = run_program(
-            "import socket\n"
-            f"socket.create_connection(('127.0.0.1', {port}), timeout=3)\n"
-            "print('CONNECTED')\n"
-        )
-        server.settimeout(0.2)
-        with pytest.raises(TimeoutError):
-            server.accept()
-    assert res.status == "failed"
-    assert "CONNECTED" not in res.stdout
-    assert "OSError" in res.stderr or "unreachable" in res.stderr.lower()
+def test_tests_that_do_not_parse_are_an_error_not_a_failure():
+    res = run_tests("def f():\n    return 1\n", ["assert f( == 1"])
+    assert res.status == "error" and res.reason.startswith("the tests do not parse")
+    with pytest.raises(ValueError, match="no tests to run"):
+        run_tests("def f():\n    return 1\n", [])
 
 
-def test_parent_environment_is_invisible(monkeypatch):
-    secret = f"s3cret-{uuid.uuid4().hex}"
-    monkeypatch.setenv("MIXLAB_TEST_SECRET", secret)
-    program = (
-        "import os, glob\n"
-        "print(dict(os.environ))\n"
-        "for path in glob.glob('/proc/*/environ'):\n"
-        "    try:\n"
-        "        print(path, open(path, 'rb').read())\n"
-        "    except OSError as e:\n"
-        "        print(path, e)\n"
-    )
-    res = run_program(program)
-    assert res.status == "passed", res.stderr
-    assert "PATH" in res.stdout  # it did print its own environment
-    assert secret not in res.stdout + res.stderr
-    assert "MIXLAB_TEST_SECRET" not in res.stdout
-
-
-def test_infinite_loop_times_out_and_kills_everything(tmp_path):
-    marker = f"mixlab-orphan-{uuid.uuid4().hex}"
-    program = (
-        "import subprocess, sys\n"
-        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', "
-        f"'{marker}'], start_new_session=True)\n"
-        "while True:\n"
-        "    pass\n"
-    )
-    start = time.monotonic()
-    res = run_program(program, Limits(timeout_s=2))
-    assert res.status == "timeout" and res.returncode is None
-    assert 2 <= res.duration_s < 4 and time.monotonic() - start < 6
-    time.sleep(0.2)
-    assert _processes_mentioning(marker) == []
-
-
-def test_fork_bomb_is_contained(scratch_parent):
-    parent = scratch_parent
-    program = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
-    res = run_program(program, Limits(timeout_s=3, max_processes=16), scratch_parent=parent)
-    assert res.status == "timeout"
-    time.sleep(0.2)
-    assert _processes_mentioning(str(parent)) == []
-    # nothing is left holding the sandbox user's process budget
-    assert run_program("print('after the bomb')").stdout == "after the bomb\n"
-
-
-def test_memory_hog_hits_the_address_space_limit():
-    res = run_program("buf = bytearray(4 << 30)\nprint('allocated')", Limits(memory_mb=512))
-    assert res.status == "failed"
-    assert "MemoryError" in res.stderr and "allocated" not in res.stdout
-
-
-def test_cpu_time_limit_applies_without_wall_clock_timeout():
-    """CPU limit (derived from the timeout) stops a busy loop even if the wall clock did not."""
-    res = run_program("while True:\n    pass\n", Limits(timeout_s=1.2))
-    assert res.status in ("timeout", "failed")
-    if res.status == "failed":
-        assert "SIGXCPU" in res.reason
+def test_check_sandbox_passes_here():
+    check_sandbox()  # raises SandboxUnavailable where namespaces are missing
 
 
 # --------------------------------------------------------------------------- HumanEval / MBPP
@@ -184,12 +102,12 @@ def _mbpp(data_dir: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _humaneval_program(row: dict, completion: str) -> str:
-    return build_test_program(row["prompt"] + completion, row["test"], row["entry_point"])
+def _humaneval_program(row: dict, completion: str) -> CodeTests:
+    return CodeTests(row["prompt"] + completion, row["test"], row["entry_point"], prompt=row["prompt"])
 
 
-def _mbpp_program(row: dict, code: str) -> str:
-    return build_test_program(code, row["test_list"], setup=row["test_setup_code"])
+def _mbpp_program(row: dict, code: str) -> CodeTests:
+    return CodeTests(code, row["test_list"], setup=row["test_setup_code"])
 
 
 def _mbpp_stub(row: dict) -> str:
@@ -203,7 +121,7 @@ def _mbpp_stub(row: dict) -> str:
     return f"def {called[0]}(*args, **kwargs):\n    return None\n"
 
 
-def _pass_rate(programs: list[str]) -> tuple[float, list[int]]:
+def _pass_rate(programs: list[CodeTests]) -> tuple[float, list[int]]:
     results = run_many(programs, Limits(timeout_s=20), max_workers=2)
     failed = [i for i, r in enumerate(results) if not r.passed]
     return 1 - len(failed) / len(results), failed

@@ -219,7 +219,9 @@ def verify_code(prediction: str, reference: Mapping[str, Any]) -> Verdict:
 
     ``reference``: ``{"tests": str | list[str], "entry_point": str?, "setup": str?,
     "prompt": str?, "timeout": float?}``. With ``prompt`` (HumanEval), the program is prompt +
-    completion unless the completion already defines the entry point itself.
+    completion unless the completion already defines the entry point itself; the prompt's helpers
+    also run on the tests' side, so a completion cannot redefine what the tests check with.
+    Scores 1 only when the sandbox's test runner proves every test ran and passed.
     """
     from mixlab.eval.sandbox import run_tests
 
@@ -233,6 +235,7 @@ def verify_code(prediction: str, reference: Mapping[str, Any]) -> Verdict:
         entry_point=entry,
         setup=reference.get("setup", ""),
         timeout=float(reference.get("timeout", 10.0)),
+        prompt=prompt,
     )
     if result.passed:
         return Verdict(1.0)
