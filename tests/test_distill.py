@@ -122,11 +122,11 @@ def test_the_distill_command_prints_pass_rates_and_shipped_configs_validate(toy_
     from typer.testing import CliRunner
 
     from mixlab.cli import app
-    from mixlab.cli import pretrain as pt_cli
+    from mixlab.config_kinds import validate_file
 
     root = Path(__file__).resolve().parents[1]
     for path in sorted((root / "configs" / "distill").glob("*.yaml")):
-        kind, cfg = pt_cli.validate_file(path)
+        kind, cfg = validate_file(path)
         assert kind == "distill" and isinstance(cfg, distill.DistillConfig), path
     records = one_records(tmp_path / "q.jsonl")
     args = ["distill", str(root / "configs" / "distill" / "toyworld_self.yaml"), "--out", str(tmp_path / "out"),

@@ -9,8 +9,9 @@ import typer
 from typer.testing import CliRunner
 
 from mixlab.cli import finetune as ft_cli
-from mixlab.cli import pretrain as pt_cli
+from mixlab.cli import validate as validate_cli
 from mixlab.config import dump_yaml
+from mixlab.config_kinds import validate_file
 from mixlab.train import sft
 from tests.test_finetune_run import ft_config, toy_base  # noqa: F401 - session fixture
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def app() -> typer.Typer:
     a = typer.Typer()
-    pt_cli.register(a)
+    validate_cli.register(a)
     ft_cli.register(a)
     return a
 
@@ -45,7 +46,7 @@ def test_every_shipped_finetune_config_validates():
     configs = sorted((ROOT / "configs" / "finetune").glob("*.yaml"))
     assert len(configs) >= 8
     for p in configs:
-        kind, cfg = pt_cli.validate_file(p)
+        kind, cfg = validate_file(p)
         assert kind == "finetune" and isinstance(cfg, sft.FinetuneConfig), p
     kinds = {p.stem: sft.load_finetune_config(p) for p in configs}
     assert kinds["toyworld_sft_js"].anchor.type == "js" and kinds["toyworld_lora"].lora is not None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mixlab.cli import main
-from mixlab.cli.pretrain import detect_kind, validate_file
+from mixlab.config_kinds import detect_kind, validate_file
 from mixlab.errors import ConfigError, DataError
 from mixlab.train import pretrain as P
 from mixlab.train.schedule import ScheduleConfig, lr_multiplier

@@ -147,7 +147,26 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
     return "invalid config:\n  " + "\n  ".join(msgs)
 
 
+def _drop_kind(model: type[BaseModel], data: dict[str, Any], source: str, lines: dict[tuple, int]) -> dict[str, Any]:
+    """Accept ``kind:`` on a model that declares no such field when it names that model's kind
+    (:mod:`mixlab.config_kinds`), and drop it: any file may say what it is, and hashes stay the same."""
+    if "kind" not in data or "kind" in model.model_fields:
+        return data
+    from mixlab.config_kinds import KINDS, kind_of_model
+
+    expected = kind_of_model(model)
+    if expected is None:
+        return data  # a section model: `kind` stays an unknown field
+    if data["kind"] != expected:
+        where = f"{source}:{lines[('kind',)]}" if ("kind",) in lines else source
+        raise ConfigError(f"{where}: field `kind`: {data['kind']!r}, but this is read as a {expected} config "
+                          f"(`{KINDS[expected].command}`). Write `kind: {expected}` or remove the line "
+                          f"(`mixlab validate {source}` tells which kind a file is).")
+    return {k: v for k, v in data.items() if k != "kind"}
+
+
 def validate(model: type[T], data: dict[str, Any], source: str = "<config>", lines: dict[tuple, int] | None = None) -> T:
+    data = _drop_kind(model, data, source, lines or {})
     try:
         return model.model_validate(data)
     except ValidationError as e:

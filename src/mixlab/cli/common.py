@@ -1,7 +1,8 @@
-"""Shared CLI pieces: consoles, the ``--set`` option, and progress bars."""
+"""Shared CLI pieces: consoles, the ``--set`` option, raw output, and progress bars."""
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from collections.abc import Iterator
 
@@ -18,6 +19,15 @@ from rich.progress import (
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def print_raw(text: str) -> None:
+    """Write ``text`` to stdout unchanged (plus a final newline if it lacks one). Output meant to be saved and read back (a config)
+    must not go through the rich console, which wraps long lines at the terminal width (``COLUMNS``,
+    80 when piped) and so breaks YAML comments."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
 
 SetOption = typer.Option(
     None,

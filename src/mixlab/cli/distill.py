@@ -7,10 +7,6 @@ from pathlib import Path
 import typer
 
 from mixlab.cli.common import SetOption, console, progress
-from mixlab.cli.pretrain import CONFIG_KINDS, ConfigKind
-
-# `mixlab validate` learns the distill kind once this module is imported (marker key: `teacher`).
-CONFIG_KINDS.setdefault("distill", ConfigKind("mixlab.train.distill:DistillConfig", frozenset({"teacher"})))
 
 
 def run_distill(config: Path, out: Path, overrides: list[str]) -> None:

@@ -9,12 +9,8 @@ import typer
 from rich.progress import TextColumn
 
 from mixlab.cli.common import DistBackendOption, NprocOption, SetOption, console, err_console, progress
-from mixlab.cli.pretrain import CONFIG_KINDS, ConfigKind
 from mixlab.config import config_hash
 from mixlab.errors import ConfigError
-
-# `mixlab validate` learns the finetune kind once this module is imported (marker key: `method`).
-CONFIG_KINDS.setdefault("finetune", ConfigKind("mixlab.train.sft:FinetuneConfig", frozenset({"method"})))
 
 
 def run_finetune(config: Path, out: Path | None, overrides: list[str], dry_run: bool, nproc: int = 1,

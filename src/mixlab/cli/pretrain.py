@@ -1,9 +1,7 @@
-"""`mixlab pretrain` and `mixlab validate`: thin layers over :mod:`mixlab.train.pretrain` and the config models."""
+"""`mixlab pretrain`: a thin layer over :mod:`mixlab.train.pretrain`."""
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,52 +9,8 @@ import typer
 from rich.progress import TextColumn
 
 from mixlab.cli.common import DistBackendOption, NprocOption, SetOption, console, err_console, progress
-from mixlab.config import config_hash, read_yaml
+from mixlab.config import config_hash
 from mixlab.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class ConfigKind:
-    """A config family ``mixlab validate`` recognizes: its pydantic model and the keys that give it away."""
-
-    model: str  # "module:Class"
-    keys: frozenset[str]
-
-    def load(self) -> Any:
-        mod, _, cls = self.model.partition(":")
-        return getattr(importlib.import_module(mod), cls)
-
-
-# Other stages add their config here: a `kind:` field in the YAML wins, else the marker keys decide.
-CONFIG_KINDS: dict[str, ConfigKind] = {
-    "pretrain": ConfigKind("mixlab.train.pretrain:PretrainConfig", frozenset({"duration"})),
-    "data": ConfigKind("mixlab.data.build:DataConfig", frozenset({"domains"})),
-    "swarm": ConfigKind("mixlab.mixopt.swarm:SwarmConfig", frozenset({"variants"})),
-}
-
-
-def detect_kind(data: dict[str, Any], source: str) -> str:
-    """The config kind: the explicit ``kind:`` field, else the kind whose marker keys appear."""
-    if "kind" in data:
-        kind = str(data["kind"])
-        if kind not in CONFIG_KINDS:
-            raise ConfigError(f"{source}: field `kind`: unknown config kind {kind!r}; known: {', '.join(CONFIG_KINDS)}")
-        return kind
-    hits = [k for k, ck in CONFIG_KINDS.items() if ck.keys & set(data)]
-    if len(hits) != 1:
-        raise ConfigError(f"{source}: cannot tell which kind of config this is; add `kind:` "
-                          f"(one of {', '.join(CONFIG_KINDS)})")
-    return hits[0]
-
-
-def validate_file(path: Path, overrides: list[str] | None = None) -> tuple[str, Any]:
-    """Validate a config of any registered kind; returns (kind, validated model)."""
-    from mixlab.config import apply_overrides, validate
-
-    data, lines = read_yaml(path)
-    data = apply_overrides(data, overrides or [])
-    kind = detect_kind(data, str(path))
-    return kind, validate(CONFIG_KINDS[kind].load(), data, str(path), lines)
 
 
 def _run_pretrain(config: Path, out: Path | None, overrides: list[str], dry_run: bool, nproc: int = 1,
@@ -130,15 +84,3 @@ def register(app: typer.Typer) -> None:
         Example: mixlab pretrain configs/pretrain/ci_tiny.yaml --out runs/ci_tiny --nproc 2
         """
         _run_pretrain(config, out, overrides or [], dry_run, nproc, dist_backend)
-
-    @app.command("validate")
-    def validate_cmd(
-        config: Path = typer.Argument(..., help="Any mixlab config (pretrain, data, ...)."),
-        overrides: list[str] = SetOption,
-    ) -> None:
-        """Check a config without running it: detects its kind and reports every invalid field.
-
-        Example: mixlab validate configs/finetune/toyworld_sft.yaml --set train.lr=1e-5
-        """
-        kind, cfg = validate_file(config, overrides or [])
-        console.print(f"{config}: valid {kind} config (hash {config_hash(cfg)})", soft_wrap=True, highlight=False)

@@ -10,7 +10,8 @@ from typing import Any
 
 import typer
 
-from mixlab.cli.common import SetOption, console, progress
+from mixlab.cli.common import SetOption, console, print_raw, progress
+from mixlab.errors import ConfigError
 
 
 def run_with_bars(run: Callable[..., Any], study: Any, out: Path) -> Any:
@@ -31,10 +32,25 @@ def run_with_bars(run: Callable[..., Any], study: Any, out: Path) -> Any:
     return result
 
 
+def show_config(source: Path, overrides: list[str], study: Any) -> None:
+    """Print a validated study config so that it loads back unchanged: the file itself (comments
+    kept) when nothing is overridden, else the resolved config with the ``--set`` values in it."""
+    from mixlab.config import dump_yaml
+
+    print_raw(dump_yaml(study.config) if overrides else source.read_text(encoding="utf-8"))
+
+
+ShowConfigOption = typer.Option(
+    False, "--show-config", help="Validate the config, print it as YAML (with the --set values when given) and exit; "
+    "save it with `> my.yaml` and run it with --config.",
+)
+
+
 def study_command(
     config: Path = typer.Argument(..., help="A study config (configs/studies/*.yaml)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for every stage and the report."),
+    out: Path = typer.Option(None, "--out", "-o", help="Directory for every stage and the report."),
     overrides: list[str] = SetOption,
+    show: bool = ShowConfigOption,
 ) -> None:
     """Run a forgetting study: (build data,) take or pretrain a base, (distill,) fine-tune it with every
     method of the config, evaluate the base and the checkpoints through a resumable sweep, and write the
@@ -43,11 +59,17 @@ def study_command(
     Running it again resumes: finished stages, runs and evaluations are reused.
 
     Example: mixlab study configs/studies/smollm2_gsm8k.yaml --out runs/smollm2_gsm8k --set eval.limit=20
+    Copy it: mixlab study configs/studies/smollm2_gsm8k.yaml --show-config --set eval.limit=20 > my.yaml
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from mixlab.study import load_study, run_study
 
-    run_with_bars(run_study, load_study(config, overrides or []), out)
+    study = load_study(config, overrides or [])
+    if show:
+        return show_config(config, overrides or [], study)
+    if out is None:
+        raise ConfigError("--out DIR is required to run the study (or pass --show-config to print the config)")
+    run_with_bars(run_study, study, out)
 
 
 def register(app: typer.Typer) -> None:
