@@ -165,3 +165,24 @@ def test_predict_names_a_domain_spelled_differently(app, swarm, tmp_path):
     io.write_ratios(tmp_path / "new.csv", ["n"], ["n"], ["Web", "code", "math", "books"], np.array([[0.1, 0.2, 0.3, 0.4]]))
     with pytest.raises(DataError, match=r"`Web` looks like `web` spelled differently; rename the column"):
         predict(f, tmp_path / "new.csv")
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_fit_table_never_cuts_two_metric_names_into_the_same_string(app, swarm, tmp_path, monkeypatch, width):
+    """toyworld-style names share a 27-character prefix; at 80 columns each is printed whole, at 60 a
+    name folds onto a second line, and no name is cut to an ellipsis."""
+    from mixlab.cli.common import console
+
+    names = ["toyworld_arithmetic_bpb/bpb", "toyworld_arithmetic_bpb/bpb_corpus"]
+    m = io.read_metrics(swarm / "metrics.csv")
+    io.write_metrics(tmp_path / "metrics.csv", m.runs, m.names, names, m.values)
+    monkeypatch.setattr(console, "width", width)
+    out = _ok(CliRunner().invoke(app, ["fit", "--ratios", str(swarm / "ratios.csv"), "--metrics",
+                                       str(tmp_path / "metrics.csv"), "--folds", "3", "--out", str(tmp_path / "fit")]))
+    table = out.output.split("out-of-fold")[1]
+    assert "…" not in table and max(len(line) for line in table.splitlines()) <= width
+    if width == 80:
+        assert all(f"{n} " in table for n in names)
+    else:  # folded: the rows' first cells joined back give the two names
+        cells = "".join(line.split(" ")[0] for line in table.splitlines()[3:])
+        assert names[0] + names[1] in cells

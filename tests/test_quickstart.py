@@ -100,7 +100,18 @@ def test_short_quickstart_end_to_end_and_resume(tmp_path):
     said.clear()
     res2 = run_quickstart(study, out, say=said.append)
     assert any("already done" in s for s in said) and any("(0 results to compute)" in s for s in said)
-    assert res2.report_md.read_text() == md
+    # the same report, except the wall time per stage, which now adds the resume's own (short) checks
+    cut = lambda text: text.split("**Wall time per stage**")[0] + text.split("**Runtime per run**")[1]  # noqa: E731
+    assert cut(res2.report_md.read_text()) == cut(md)
     # each invocation's timings are kept: the first run's training time is not lost to the resume
-    runs = json.loads((out / "summary.json").read_text())["invocations"]
+    summary2 = json.loads((out / "summary.json").read_text())
+    runs = summary2["invocations"]
     assert len(runs) == 2 and runs[0]["timings"]["finetune"] > runs[1]["timings"]["finetune"]
+    # and the top-level timings are what each stage cost over both, not the resume's near-zero checks
+    for stage in ("data", "pretrain", "finetune", "evaluate"):
+        assert summary2["timings"][stage] == pytest.approx(runs[0]["timings"][stage] + runs[1]["timings"][stage])
+    assert summary2["timings"]["pretrain"] >= runs[0]["timings"]["pretrain"] > 1.0
+    # the headline names what it averages: every target task, including one whose base is 0
+    c = summary2["contrasts"][0]
+    assert set(c["target_tasks"]) == set(study.targets) and c["left_out"] == []
+    assert "Wall time per stage" in md and "## Data" in md and "## Mixtures" in md

@@ -80,3 +80,48 @@ def test_unknown_reference_is_an_error(study):
     results, metas, *_ = study
     with pytest.raises(KeyError, match="reference run 'nope'"):
         contrast_runs(compare_to_base(results, "base"), metas, "nope")
+
+
+def test_a_zero_base_counts_in_points_and_every_summary_names_what_it_averages(tmp_path):
+    """people_em-like: a target whose base scores 0 contributes its change in points (0 -> 20% exact
+    match = +20) instead of vanishing; a task only one run has is left out, with the reason."""
+    n = 20
+    first = lambda k: (np.arange(n) < k).astype(float)  # noqa: E731  (k of the n items right)
+    base = {"tb": np.full(n, 2.0), "em": np.zeros(n), "oa": first(10)}
+    sft = {"tb": np.full(n, 1.5), "em": first(4), "oa": first(8)}
+    kl = {"tb": np.full(n, 1.6), "em": first(2), "oa": first(10), "extra": first(3)}
+    metric = {"tb": ("bpb", False), "em": ("exact_match", True), "oa": ("acc", True), "extra": ("acc", True)}
+    results = [_res(run, t, s, hib=metric[t][1], metric=metric[t][0]) for run, d in
+               (("base", base), ("sft", sft), ("kl", kl)) for t, s in d.items()]
+    results.append(_res("base", "extra", first(5)))
+    metas = [RunMeta(r, method=r, target_tasks=("tb", "em")) for r in ("sft", "kl")]
+    cfg = StatsConfig(n_boot=400, seed=1)
+    cmp = compare_to_base(results, "base", config=cfg)
+    (c,) = contrast_runs(cmp, metas, "sft")
+    # sft: tb 2.0 -> 1.5 bpb is +25% of the base, em 0 -> 0.20 is +20 points; kl: +20% and +10 points
+    assert c.reference_gain == pytest.approx((25.0 + 20.0) / 2) and c.gain == pytest.approx((20.0 + 10.0) / 2)
+    assert c.reference_other == pytest.approx(-20.0) and c.other == pytest.approx(0.0)  # oa 0.5 -> 0.4 / 0.5
+    assert (c.target_tasks, c.other_tasks, c.points_tasks) == (("em", "tb"), ("oa",), ("em",))
+    assert c.left_out == (("extra", "no result for sft"),)
+    assert c.gain_difference.n_tasks == 2 and c.gain_difference.value == pytest.approx(-7.5)
+    # the CI: the em part is the paired bootstrap of the item difference, in points; tb's is constant
+    reps = (100 * stats.bootstrap_replicates(kl["em"] - sft["em"], 400, 1, key="em")[:, 0] + (20.0 - 25.0)) / 2
+    lo, hi = stats.percentile_ci(reps[:, None], 0.05)
+    assert c.gain_difference.ci == pytest.approx((lo[0], hi[0]))
+    d = c.to_dict()
+    assert d["points_tasks"] == ["em"] and d["left_out"] == [{"task": "extra", "reason": "no result for sft"}]
+    assert d["per_task"]["em"] == {"change": pytest.approx(10.0), "reference_change": pytest.approx(20.0),
+                                   "in": "points"}
+    # the per-run summaries use the same convention and name their tasks
+    from mixlab.report.forgetting import summarize_runs
+
+    s = {x.run: x for x in summarize_runs(cmp, metas)}["sft"]
+    assert s.target_gain == pytest.approx(22.5) and s.target_tasks == ("em", "tb") and s.points_tasks == ("em",)
+    # and the findings say exactly what the headline averages
+    files = write_report(results, [RunMeta("base"), *metas], "base", tmp_path, reference="sft", config=cfg)
+    lines = files.findings
+    assert lines[0].startswith("Finding: sft changed its target tasks by +22.5% and the other tasks by -20.0% ")
+    assert "points (absolute change) where the base value is 0" in lines[0]
+    assert lines[1] == ("Averaged for sft: target tasks (2) em (base 0, counted in points: +20.0), tb; other tasks "
+                        "(1) oa. Left out: extra (no result for sft).")
+    assert lines[1] in files.markdown.read_text()

@@ -80,7 +80,7 @@ def test_report_files_and_content(report):
     assert "**Average change over benchmarks (method × dataset)**" in md
     assert re.search(r"\| sft \| [+-]\d+\.\d% \[[+-]\d+\.\d, [+-]\d+\.\d\] (\*|ns)? ?\|", md)
     assert "base model 'm1' differs from 'm0'" in md  # the incomparable run is listed with its reason
-    assert "**Wins per category**" in md and "**Runtime per stage**" in md
+    assert "**Wins per category**" in md and "**Runtime per run**" in md
     page = (report / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3
     assert "<script" not in page and not re.search(r"(src|href)=\"(https?:)?//", page)
@@ -182,14 +182,17 @@ class DevTools:
 _PROBE = """JSON.stringify({
   tables: Array.from(document.querySelectorAll('table')).map(t => ({
     caption: t.caption ? t.caption.textContent : '', rows: t.tBodies[0].rows.length,
-    width: t.getBoundingClientRect().width, bold: t.querySelectorAll('td b').length})),
+    width: t.getBoundingClientRect().width, bold: t.querySelectorAll('td b').length,
+    box: t.parentElement.clientWidth, scroll: t.parentElement.scrollWidth,
+    right: t.getBoundingClientRect().right, page: document.documentElement.clientWidth})),
   images: Array.from(document.images).map(i => ({complete: i.complete, w: i.naturalWidth, h: i.naturalHeight,
     shown: i.getBoundingClientRect().width})),
   title: document.title, h2: Array.from(document.querySelectorAll('h2')).map(h => h.textContent)})"""
 
 
-def _render(browser: str, page_path: Path) -> tuple[list[dict], list[str], dict]:
-    """Load a page; return its console errors/exceptions, the URLs it requested, and the probe's answer."""
+def _render(browser: str, page_path: Path, width: int = 1400) -> tuple[list[dict], list[str], dict]:
+    """Load a page in a ``width``-pixel window; return its console errors/exceptions, the URLs it
+    requested, and the probe's answer."""
     profile = tempfile.mkdtemp(prefix="mixlab-chromium-")
     devtools = DevTools(browser, profile)
     try:
@@ -197,6 +200,8 @@ def _render(browser: str, page_path: Path) -> tuple[list[dict], list[str], dict]
         session = devtools.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             devtools.send(f"{domain}.enable", session=session)
+        devtools.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": 1000, "deviceScaleFactor": 1,
+                                                             "mobile": False}, session=session)
         devtools.send("Page.navigate", {"url": page_path.as_uri()}, session=session)
         devtools.wait_event("Page.loadEventFired")
         probe = devtools.send("Runtime.evaluate", {"expression": _PROBE, "returnByValue": True}, session=session)
@@ -238,3 +243,97 @@ def test_report_renders_in_chromium(report, chromium):
     assert len(page["images"]) == 3
     for img in page["images"]:  # decoded (naturalWidth > 0) and laid out
         assert img["complete"] and img["w"] > 100 and img["h"] > 100 and img["shown"] > 0
+
+
+def _overflowing(page: dict) -> list[str]:
+    """Tables wider than their box (a scroll bar; the right columns hidden) or than the page."""
+    return [f"{t['caption']}: {t['scroll']} px in a {t['box']} px box" for t in page["tables"]
+            if t["scroll"] > t["box"] + 1 or t["right"] > t["page"] + 1]
+
+
+def test_overflow_probe_sees_a_clipped_table(chromium, tmp_path):
+    """The overflow check can fail: a table of long unbreakable cells is caught at 1400 px."""
+    wide = tmp_path / "wide.html"
+    row = "".join(f"<td style='white-space:nowrap'>{'x' * 60} {i}</td>" for i in range(6))
+    wide.write_text("<!DOCTYPE html><html><head><title>w</title><style>.tbl{overflow-x:auto}body{max-width:1400px}"
+                    f"</style></head><body><div class='tbl'><table><tbody><tr>{row}</tr></tbody></table></div>"
+                    "</body></html>")
+    _, _, page = _render(chromium, wide)
+    assert len(_overflowing(page)) == 1
+
+
+def _wide_study() -> tuple[list[Result], list[RunMeta], str]:
+    """A quickstart-sized study: six long-named methods against a reference, eleven benchmarks, a base
+    value of 0 on one target, replay and a data build: the widest tables the report writes."""
+    from mixlab.report.model import DataBuild
+
+    rng = np.random.default_rng(1)
+    tasks = [(f"toyworld_{d}_{k}", m, hib) for d in ("arithmetic", "people", "code", "prose")
+             for k, m, hib in (("bpb", "bpb", False), ("mc", "acc", True), ("em", "exact_match", True))][:11]
+    base = {t: (np.zeros(64) if t == "toyworld_people_em" else
+                rng.integers(0, 2, 64).astype(float) if hib else rng.uniform(1, 3, 64)) for t, _, hib in tasks}
+    results = [Result("base", 0, t, m, float(base[t].mean()), 64, None, hib, "1", "b", _items(base[t]))
+               for t, m, hib in tasks]
+    build = DataBuild("toyworld_people", {"toyworld_people": 480}, {"toyworld_people": 64}, {"people": 1.0},
+                      {"people": 1.0}, "official", {"ngram": 13, "action": "drop", "overlaps": [
+                          {"reference": "benchmark/toyworld_prose", "n_reference": 3600, "exact": 0, "normalized": 0,
+                           "ngram": 0}]})
+    meta = [RunMeta("base", "pretrain", mixture_requested={"people": 0.5, "prose": 0.5},
+                    mixture_realized={"people": 0.5, "prose": 0.5}, runtime={"training": 61, "total_this_process": 63},
+                    eval_seconds=13)]
+    for k, run in enumerate(["sft", "lora_rank_eight", "sft_kl_anchor", "sft_replay_quarter", "grpo_exact", "spin"]):
+        meta.append(RunMeta(run, run.replace("_", "+"), "toyworld_people", ("toyworld_people_bpb", "toyworld_people_mc",
+                            "toyworld_people_em"), runtime={"training": 17 + k, "model_io": 1, "total_this_process": 19},
+                            eval_seconds=40, data_build=build,
+                            training_data={"target examples": "480", "replay": "160 examples of toyworld:arithmetic, "
+                                           "toyworld:code, toyworld:prose" if "replay" in run else "–"}))
+        for step in (25, 50, 75, 100):
+            for t, m, hib in tasks:
+                items = base[t].copy()
+                if hib:
+                    flip = rng.random(64) < 0.02 * (k + 1) * step / 100
+                    items = np.where(flip, 1 - items, items)
+                else:
+                    items = items * (1 + (0.05 if "people" not in t else -0.2) * step / 100) + rng.normal(0, .01, 64)
+                results.append(Result(run, step, t, m, float(items.mean()), 64, None, hib, "1", "b", _items(items)))
+    return results, meta, "sft"
+
+
+def _items(scores: np.ndarray) -> dict[str, float]:
+    return {f"q{i}": float(v) for i, v in enumerate(scores)}
+
+
+def test_no_table_overflows_at_1400_px(chromium, tmp_path):
+    """Every table of a quickstart-sized report fits its box at 1400 px: no scroll bar, no clipped
+    verdict column."""
+    results, meta, ref = _wide_study()
+    write_report(results, meta, "base", tmp_path, "wide", StatsConfig(n_boot=200, n_perm=200), reference=ref,
+                 stages={"data": 1.5, "pretrain": 63.0, "finetune": 55.0, "evaluate": 132.0},
+                 stage_notes={"evaluate": "the sweep: the base and every checkpoint on 11 tasks, 2 workers"})
+    errors, _, page = _render(chromium, tmp_path / "report.html", width=1400)
+    assert errors == []
+    captions = [t["caption"] for t in page["tables"]]
+    assert "Against sft (paired, final checkpoints)" in captions and "Wall time per stage" in captions
+    assert "Data build toyworld_people: records" in captions and "Change per benchmark vs the base model" in captions
+    assert _overflowing(page) == []
+
+
+def test_change_vs_step_panels_targets_first_from_step_0_with_zero_bases_in_points():
+    from mixlab.report.forgetting import checkpoint_forgetting
+    from mixlab.report.plots import _panel_order, plot_change_vs_step
+
+    results, meta, _ = _wide_study()
+    points, _ = checkpoint_forgetting(results, "base")
+    em = [p for p in points if p.task == "toyworld_people_em" and p.run == "sft" and p.step == 100][0]
+    assert em.base_value == 0 and em.rel is None and em.in_unit("relative") == pytest.approx(100 * em.value)
+    fig = plot_change_vs_step(points, {m.run: m for m in meta})
+    assert "in points where the base value is 0 (toyworld_people_em)" in fig.caption
+    curves = {(p.task, p.metric): {"m": {100: [0.0]}} for p in points}
+    order = _panel_order(curves, {"toyworld_people_bpb", "toyworld_people_em", "toyworld_people_mc"}, 24)
+    assert [k[0] for k in order[:3]] == ["toyworld_people_bpb", "toyworld_people_em", "toyworld_people_mc"]
+    assert order[3:] == sorted(order[3:]) and len(order) == 11
+    # with room for 5 panels the 3 targets stay and the 2 others with the largest final drop fill the rest
+    curves[("toyworld_code_mc", "acc")]["m"] = {100: [-9.0]}
+    curves[("toyworld_arithmetic_bpb", "bpb")]["m"] = {100: [-5.0]}
+    assert [k[0] for k in _panel_order(curves, {"toyworld_people_bpb", "toyworld_people_em", "toyworld_people_mc"},
+                                       5)[3:]] == ["toyworld_arithmetic_bpb", "toyworld_code_mc"]

@@ -51,9 +51,23 @@ def test_wins_and_average_improvement():
     wins = tables.wins_table(rows, ["base", "A", "B"])
     as_text = {r[0].text: [c.text for c in r[1:]] for r in wins.rows}
     assert as_text == {"lm": ["0", "0", "1"], "math": ["0", "0", "1"], "reasoning": ["0", "1", "0"],
-                       "all": ["0", "1", "2"]}
-    avg, n = tables.average_improvement(rows)
-    assert n == 3 and avg == pytest.approx(100 * (0.04 / 0.5 + 0.10 / 1.0 + 0.10 / 0.2) / 3)
+                       "all categories": ["0", "1", "2"]}
+    avg, n, points = tables.average_improvement(rows)
+    assert n == 3 and points == [] and avg == pytest.approx(100 * (0.04 / 0.5 + 0.10 / 1.0 + 0.10 / 0.2) / 3)
+    # one category: no second row repeating it as the total
+    one = tables.wins_table(tables.score_rows(index_results(RESULTS), ["base", "mixA", "mixB"], task_groups([]))[0],
+                            ["base", "A", "B"])
+    assert [[c.text for c in r] for r in one.rows] == [["all", "0", "1", "2"]]
+
+
+def test_average_improvement_counts_a_zero_first_column_in_points():
+    res = [R("base", "arc", 0.50, step=0), R("base", "em", 0.0, "exact_match", step=0), R("base", "judge", 0.0, "score",
+           step=0), R("ft", "arc", 0.60), R("ft", "em", 0.25, "exact_match"), R("ft", "judge", 3.0, "score")]
+    rows, _ = tables.score_rows(index_results(res), ["base", "ft"], task_groups([]))
+    avg, n, points = tables.average_improvement(rows)
+    # arc +20% of its base; em 0 -> 25%: +25 percentage points; judge 0 -> 3.0 (not accuracy-like): +3 units
+    assert n == 3 and points == ["em (exact_match)", "judge (score)"]
+    assert avg == pytest.approx((20.0 + 25.0 + 3.0) / 3)
 
 
 def test_task_version_mismatch_is_not_ranked():
@@ -93,6 +107,23 @@ def test_mixture_and_runtime_tables():
     rt = tables.runtime_table(meta)
     assert rt.header == ["run", "data", "pretrain", "finetune", "total"]
     assert [c.text for c in rt.rows[0]] == ["p1", "0:01:05", "1:02:05", "–", "1:03:10"]
+    # a stage of zeros in every run (in-training evaluation when the sweep evaluated) is left out; the
+    # sweep's evaluation of the run's checkpoints is its own column and adds to the total
+    rt = tables.runtime_table([RunMeta("sft", runtime={"training": 17, "evaluation": 0.0, "total_this_process": 18},
+                                       eval_seconds=41), RunMeta("base", runtime={"training": 61, "evaluation": 0.2,
+                                                                                  "total_this_process": 63})])
+    assert rt.header == ["run", "training", "evaluation (sweep)", "total"]
+    assert [[c.text for c in r] for r in rt.rows] == [["sft", "0:00:17", "0:00:41", "0:00:59"],
+                                                      ["base", "0:01:01", "–", "0:01:03"]]
+    st = tables.stage_table({"data": 1.5, "pretrain": 63.0, "finetune": 55.0, "evaluate": 132.0}, {"data": "build"})
+    assert [[c.text for c in r] for r in st.rows] == [["data", "0:00:02", "build"], ["pretrain", "0:01:03", ""],
+                                                      ["finetune", "0:00:55", ""], ["evaluate", "0:02:12", ""],
+                                                      ["total", "0:04:12", ""]]
+
+
+def test_gain_ratio_is_never_rounded_onto_the_threshold():
+    assert tables.fmt_ratio(0.7968, 0.8) == "79.7%" and tables.fmt_ratio(0.8127, 0.8) == "81%"
+    assert tables.fmt_ratio(0.8003, 0.8) == "80%" and tables.fmt_ratio(1.0267, 0.8) == "103%"
     assert tables.mixture_table([RunMeta("x")]) is None
     # a fine-tuning run's own total (training + evaluation + I/O + overhead) is its total, not a stage
     ft = tables.runtime_table([RunMeta("sft", runtime={"training": 1032, "model_io": 6, "total_this_process": 1039})])

@@ -125,3 +125,17 @@ def test_widening_the_checkpoint_selection_keeps_the_sweep():
     out = Path("/tmp/out")
     assert a.sweep_dir(out) == b.sweep_dir(out) != c.sweep_dir(out)
     assert b.sweep_config(out).checkpoints.all and not a.sweep_config(out).checkpoints.all
+
+
+def test_stage_timings_sum_the_invocations_of_the_same_config():
+    """A resume reuses the pretraining (0.0014 s): the stage still cost the first invocation's 45 s;
+    an invocation of another config does not count."""
+    from mixlab.study import stage_timings
+
+    history = [{"config_hash": "a", "timings": {"data": 0.9, "pretrain": 45.0, "finetune": 30.0, "report": 1.5}},
+               {"config_hash": "b", "timings": {"data": 5.0, "pretrain": 99.0}},
+               {"timings": {"pretrain": 7.0}}]  # written before invocations recorded their config
+    now = {"data": 0.01, "pretrain": 0.0014, "finetune": 20.0}
+    assert stage_timings(history, "a", now) == pytest.approx({"data": 0.91, "pretrain": 45.0014, "finetune": 50.0,
+                                                              "report": 1.5})
+    assert stage_timings([], "a", now) == now

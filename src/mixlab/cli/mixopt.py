@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from mixlab.cli.common import SetOption, console, err_console, progress
@@ -69,7 +70,14 @@ def fit_cmd(
         res = fit_config(cfg, out, step=lambda msg: p.update(task, description=f"fit {cfg.regressor}: {msg}", advance=1))
     if res.data.renormalized:
         err_console.print(res.data.renormalized.message(), highlight=False, soft_wrap=True)
-    t = Table("metric", "spearman", "pearson", "rmse", "top-decile spearman", title=f"{cfg.folds}-fold out-of-fold")
+    # Metric names share long prefixes (toyworld_code_bpb/bpb, toyworld_code_bpb/bpb_corpus): the table
+    # keeps them whole where the terminal allows (no side borders, numbers' headers wrap), and a name
+    # too long for it folds onto a second line instead of being cut into the same "toyworld_code_bp…".
+    t = Table(title=f"{cfg.folds}-fold out-of-fold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    longest = max(map(len, res.cv["per_metric"]), default=6)
+    t.add_column("metric", overflow="fold", min_width=max(9, min(longest, console.width - 46)))
+    for name in ("spearman", "pearson", "rmse", "top-decile\nspearman"):
+        t.add_column(name, justify="right", no_wrap=True)
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     for m, s in res.cv["per_metric"].items():
         t.add_row(m, fmt(s["spearman"]), fmt(s["pearson"]), f"{s['rmse']:.4g}", fmt(s["top_decile_spearman"]))

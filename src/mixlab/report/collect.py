@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from mixlab.report.model import Result, RunMeta
+from mixlab.report.model import DataBuild, Result, RunMeta
 from mixlab.runs.store import Store, load_items
 from mixlab.runs.sweep import Experiment, SweepConfig, resolve
 
@@ -69,7 +69,38 @@ def _dataset_label(meta: dict[str, Any]) -> str:
     return label
 
 
-def _run_meta(name: str, run_dir: Path | None, targets: tuple[str, ...] = ()) -> RunMeta:
+def _data_build(meta: dict[str, Any]) -> DataBuild | None:
+    """The data build a fine-tuning run read (``plan.data`` = ``build <dir>``), from its ``info.json``."""
+    label = str((meta.get("plan") or {}).get("data", ""))
+    if not label.startswith("build "):
+        return None
+    where = Path(label.removeprefix("build "))
+    try:
+        info = json.loads((where / "info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    counts = info.get("counts") or {}
+    return DataBuild(name=str(info.get("name") or where.name), train=counts.get("train") or {},
+                     test=counts.get("test") or {}, requested=info.get("requested_ratios") or {},
+                     realized=info.get("realized_ratios") or {}, split=str((info.get("split") or {}).get("mode", "")),
+                     contamination=info.get("contamination") or {})
+
+
+def _training_data(meta: dict[str, Any]) -> dict[str, str]:
+    """What a fine-tuning run trained on, in words: its target records and any replay."""
+    plan = meta.get("plan") or {}
+    out: dict[str, str] = {}
+    if "target_examples" in plan or "records" in plan:
+        out["target examples"] = f"{plan.get('target_examples', plan.get('records'))}"
+    if "prompts" in plan:
+        out["prompts"] = str(plan["prompts"])
+    if plan.get("replay"):
+        out["replay"] = f"{plan.get('replay_examples', '?')} examples of {str(plan['replay']).removeprefix('text ')}"
+    return out
+
+
+def _run_meta(name: str, run_dir: Path | None, targets: tuple[str, ...] = (), eval_seconds: float | None = None
+              ) -> RunMeta:
     meta: dict[str, Any] = {}
     if run_dir is not None and (run_dir / "meta.json").is_file():
         meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
@@ -83,7 +114,32 @@ def _run_meta(name: str, run_dir: Path | None, targets: tuple[str, ...] = ()) ->
         mixture_requested=mixture.get("requested", {}) or {},
         mixture_realized=mixture.get("realized", {}) or {},
         runtime={k: float(v) for k, v in (meta.get("timings") or {}).items() if isinstance(v, (int, float))},
+        eval_seconds=eval_seconds,
+        data_build=_data_build(meta),
+        training_data=_training_data(meta),
     )
+
+
+def _model_run_dir(model: str) -> Path | None:
+    """The run directory a model folder belongs to: ``<run>/checkpoints/step-N`` or ``<run>/final``
+    (a study's pretrained base); None for an alias or a folder outside any run."""
+    path = Path(model)
+    if not path.is_dir():
+        return None
+    for cand in (path.parent, path.parent.parent):
+        if (cand / "meta.json").is_file() and (cand / "checkpoints").is_dir():
+            return cand
+    return None
+
+
+def _eval_seconds(store: Store) -> dict[str, float]:
+    """Seconds the sweep spent on each run's finished tasks (summed over tasks and checkpoints)."""
+    run_of = {u.unit: u.run for u in store.units()}
+    out: dict[str, float] = {}
+    for row in store.task_rows():
+        if row.get("status") == "done" and row.get("seconds") is not None and row["unit"] in run_of:
+            out[run_of[row["unit"]]] = out.get(run_of[row["unit"]], 0.0) + float(row["seconds"])
+    return out
 
 
 def collect(cfg: SweepConfig) -> tuple[list[Result], list[RunMeta], dict[str, str]]:
@@ -104,11 +160,13 @@ def collect(cfg: SweepConfig) -> tuple[list[Result], list[RunMeta], dict[str, st
         if u.same_as is not None:  # step 0 of a fine-tuning run is its base model: not in the run directory
             run_dirs.setdefault(c.run, None)
         elif run_dirs.get(c.run) is None:
-            # a checkpoint lives in <run>/checkpoints/step-N; a base model has no run directory
-            run_dirs[c.run] = None if is_base else Path(u.model).parent.parent
+            # a checkpoint lives in <run>/checkpoints/step-N; a base model trained by mixlab (a study's
+            # pretrained proxy) in <run>/final or a checkpoint folder, an alias in no run directory
+            run_dirs[c.run] = _model_run_dir(u.model) if is_base else Path(u.model).parent.parent
         if u.base_model and not is_base:
             base[c.run] = u.base_model
-    metas = [_run_meta(name, d, exp.targets.get(name, ())) for name, d in run_dirs.items()]
+    seconds = _eval_seconds(store)
+    metas = [_run_meta(name, d, exp.targets.get(name, ()), seconds.get(name)) for name, d in run_dirs.items()]
     # the store may hold runs an earlier version of the config named: report only this experiment's
     results = [r for r in results if r.run in run_dirs]
     return results, metas, base

@@ -4,6 +4,12 @@ Definitions (all *directional*: a metric where lower is better, like bits-per-by
 so a positive change is an improvement and a negative one a loss):
 
 - change = score(run) - score(base), absolute in the metric's units; relative = change / |base value|.
+- the summaries' relative unit (means over benchmarks, target gain, change on the other tasks, the
+  contrasts and their CIs): each benchmark's change in percent of its base value; a benchmark whose base
+  value is 0 has no percent, so it contributes its absolute change in *points* instead (percentage points
+  for accuracy-like metrics, the metric's own units otherwise) rather than silently dropping out (a
+  task at 0.0 -> 10.9% exact match counts +10.9). Every summary names such benchmarks
+  (:func:`unit_scale` is the one place this convention lives).
 - per run: mean change over its benchmarks, and the worst benchmark (most negative change).
 - forgetting across checkpoints (Chaudhry et al. 2018): at step t, ``max_{s < t} score_s - score_t``
   over earlier checkpoints s, the base model counting as the earliest; > 0 means something learned
@@ -30,9 +36,29 @@ from typing import Literal
 import numpy as np
 
 from mixlab.report import stats
-from mixlab.report.model import Result, RunMeta, TaskKey, index_results
+from mixlab.report.model import Result, RunMeta, TaskKey, index_results, is_percent
 
 Unit = Literal["relative", "absolute"]
+
+
+def unit_scale(base_value: float, value: float, higher_is_better: bool, unit: Unit) -> float:
+    """The factor that turns a directional change (metric units) into ``unit``.
+
+    ``absolute``: 1. ``relative``: 100 / |base| (percent of the base value); where the base is 0 there
+    is no percent, and the change counts in points instead: x100 for an accuracy-like metric (percentage
+    points), x1 otherwise. A relative change of a zero base would be infinite, and dropping the task would
+    hide exactly the benchmarks a fine-tuning run learns from nothing (a base that answers none right).
+    """
+    if unit == "absolute":
+        return 1.0
+    if base_value != 0:
+        return 100.0 / abs(base_value)
+    return 100.0 if is_percent((base_value, value), higher_is_better) else 1.0
+
+
+def in_points(base_value: float, unit: Unit) -> bool:
+    """Whether a change in ``unit`` is an absolute change in points (the zero-base case of relative)."""
+    return unit == "relative" and base_value == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +129,19 @@ class Change:
         """``*`` for a significant change, ``ns`` for a drop that is not significant, else empty."""
         return "*" if self.significant else ("ns" if self.nonsignificant_drop else "")
 
-    def in_unit(self, unit: Unit) -> float | None:
-        return self.delta if unit == "absolute" else (None if self.rel is None else 100.0 * self.rel)
+    def in_unit(self, unit: Unit) -> float:
+        """The change in the summaries' ``unit`` (:func:`unit_scale`: zero bases count in points)."""
+        return self.delta * unit_scale(self.base_value, self.value, self.higher_is_better, unit)
+
+    def in_points(self, unit: Unit) -> bool:
+        return in_points(self.base_value, unit)
+
+    def unit_replicates(self, unit: Unit) -> np.ndarray | None:
+        """The bootstrap replicates of the change, in ``unit`` (None without paired items)."""
+        if self.replicates is None:
+            return None
+        return self.replicates.astype(np.float64) * unit_scale(self.base_value, self.value, self.higher_is_better,
+                                                               unit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,10 +278,17 @@ class CheckpointPoint:
     rel: float | None
     drop: float | None  # best earlier score - this score (> 0: forgotten); None for the first point
     best_earlier_step: int | None  # -1 when the best earlier point is the base model
+    base_value: float | None = None  # the comparable base's value (None: no comparable base)
 
     @property
     def score(self) -> float:
         return self.value if self.higher_is_better else -self.value
+
+    def in_unit(self, unit: Unit) -> float | None:
+        """The change vs the base in ``unit`` (zero bases in points, as :func:`unit_scale`)."""
+        if self.delta is None or self.base_value is None:
+            return None
+        return self.delta * unit_scale(self.base_value, self.value, self.higher_is_better, unit)
 
 
 def checkpoint_forgetting(results: Iterable[Result] | Mapping, base: str | Mapping[str, str] | None = None
@@ -296,7 +340,7 @@ def _series_points(run: str, key: TaskKey, series: Mapping[int, Result], b: Resu
             rel = delta / abs(b.value) if b.value != 0 else None
         drop = None if best_step is None else float(best_score - score)
         points.append(CheckpointPoint(run, key[0], key[1], s, r.value, r.higher_is_better, delta, rel, drop,
-                                      best_step))
+                                      best_step, b.value if base_ok else None))
         if score > best_score:
             best_score, best_step = score, s
 
@@ -324,6 +368,11 @@ class RunSummary:
     max_forgetting: float | None  # largest drop from a best earlier checkpoint, any task/step
     n_significant_drops: int
     n_nonsignificant_drops: int
+    target_ci: tuple[float, float] | None = None  # 95% bootstrap CI of target_gain
+    other_ci: tuple[float, float] | None = None  # of other_change
+    target_tasks: tuple[str, ...] = ()  # the tasks target_gain averages
+    other_tasks: tuple[str, ...] = ()  # the tasks other_change averages
+    points_tasks: tuple[str, ...] = ()  # of those, the ones counted in points (base value 0)
 
     @property
     def mean_marker(self) -> str:
@@ -334,17 +383,9 @@ class RunSummary:
         return "ns" if self.mean_change < 0 else ""
 
 
-def _unit_replicates(ch: Change, unit: Unit) -> np.ndarray | None:
-    if ch.replicates is None:
-        return None
-    if unit == "absolute":
-        return ch.replicates.astype(np.float64)
-    return None if ch.base_value == 0 else 100.0 * ch.replicates.astype(np.float64) / abs(ch.base_value)
-
-
 def _mean_ci(changes: Sequence[Change], unit: Unit, alpha: float) -> tuple[float, float] | None:
     """Percentile CI of the mean change: the per-benchmark bootstrap replicates averaged (all or nothing)."""
-    reps = [_unit_replicates(c, unit) for c in changes]
+    reps = [c.unit_replicates(unit) for c in changes]
     if not reps or any(r is None for r in reps):
         return None
     lo, hi = stats.percentile_ci(np.mean(np.stack(reps, axis=1), axis=1)[:, None], alpha)
@@ -363,22 +404,25 @@ def summarize_runs(comparison: Comparison, runs_meta: Mapping[str, RunMeta] | It
     out = []
     for run in sorted(by_run):
         last = max(c.step for c in by_run[run])
-        chs = [c for c in by_run[run] if c.step == last and c.in_unit(unit) is not None]
-        if not chs:
-            continue
+        chs = [c for c in by_run[run] if c.step == last]
         m = meta.get(run, RunMeta(run))
         targets = set(m.target_tasks)
         vals = [c.in_unit(unit) for c in chs]
         worst = min(chs, key=lambda c: c.in_unit(unit))
-        tgt = [v for c, v in zip(chs, vals, strict=True) if c.task in targets]
-        oth = [v for c, v in zip(chs, vals, strict=True) if c.task not in targets]
+        tgt = [c for c in chs if c.task in targets]
+        oth = [c for c in chs if c.task not in targets]
         bwt, max_forget = curves.get(run, (None, None))
         out.append(RunSummary(
             run, m.method, m.dataset, last, unit, len(chs), float(np.mean(vals)), _mean_ci(chs, unit, alpha),
-            worst, worst.in_unit(unit), float(np.mean(tgt)) if tgt else None,
-            float(np.mean(oth)) if oth else None, bwt, max_forget,
-            sum(1 for c in chs if c.delta < 0 and c.significant), sum(1 for c in chs if c.nonsignificant_drop)))
+            worst, worst.in_unit(unit), _mean_of(tgt, unit), _mean_of(oth, unit), bwt, max_forget,
+            sum(1 for c in chs if c.delta < 0 and c.significant), sum(1 for c in chs if c.nonsignificant_drop),
+            _mean_ci(tgt, unit, alpha), _mean_ci(oth, unit, alpha), tuple(c.task for c in tgt),
+            tuple(c.task for c in oth), tuple(c.task for c in chs if c.in_points(unit))))
     return out
+
+
+def _mean_of(changes: Sequence[Change], unit: Unit) -> float | None:
+    return float(np.mean([c.in_unit(unit) for c in changes])) if changes else None
 
 
 def _curve_stats(points: Sequence[CheckpointPoint], meta: Mapping[str, RunMeta], unit: Unit
@@ -417,10 +461,7 @@ def _relative_drop(p: CheckpointPoint) -> float | None:
 def _transfer(final: CheckpointPoint, first: CheckpointPoint, unit: Unit) -> float | None:
     """Final minus initial: the base when comparable, otherwise the run's first checkpoint."""
     if final.delta is not None:
-        return final.delta if unit == "absolute" else (None if final.rel is None else 100.0 * final.rel)
+        return final.in_unit(unit)
     if final is first:
         return None
-    delta = final.score - first.score
-    if unit == "absolute":
-        return delta
-    return None if first.value == 0 else 100.0 * delta / abs(first.value)
+    return (final.score - first.score) * unit_scale(first.value, final.value, final.higher_is_better, unit)

@@ -19,8 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 TaskKey = tuple[str, str]  # (task, metric)
+
+
+def is_percent(values: Iterable[float], higher_is_better: bool) -> bool:
+    """Accuracy-like: higher-is-better and every value in [0, 1]. Such a metric is shown in percent and
+    its absolute changes count in percentage points."""
+    vals = list(values)
+    return higher_is_better and bool(vals) and all(0.0 <= v <= 1.0 for v in vals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +58,30 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
+class DataBuild:
+    """A data build a run trained on, as its ``info.json`` records it: what a reader needs to trust the
+    comparison (how many items, which mixture, and whether training items overlap the test sets)."""
+
+    name: str
+    train: Mapping[str, int] = field(default_factory=dict)  # dataset -> training records
+    test: Mapping[str, int] = field(default_factory=dict)  # dataset -> test records
+    requested: Mapping[str, float] = field(default_factory=dict)  # domain -> requested ratio
+    realized: Mapping[str, float] = field(default_factory=dict)  # domain -> realized ratio
+    split: str = ""  # hash | official
+    contamination: Mapping[str, Any] = field(default_factory=dict)  # info.json's contamination report
+
+
+@dataclass(frozen=True, slots=True)
 class RunMeta:
     """What the report knows about a run besides its numbers.
 
     ``dataset`` is the fine-tuning data (or pretraining mixture name); ``target_tasks`` are the tasks
     that data is meant to improve (the "gain" axis), every other task counts towards forgetting.
     ``task_groups`` maps task -> group/category for the per-group tables. ``runtime`` is seconds per
-    stage. ``label`` is the column header (e.g. a mixture name); the run name when empty.
+    stage (the run's own process); ``eval_seconds`` the time the sweep spent evaluating its checkpoints
+    (summed over tasks). ``label`` is the column header (e.g. a mixture name); the run name when empty.
+    ``data_build`` is the build it trained on and ``training_data`` what it trained on in words
+    (column -> text: records, replay ...).
     """
 
     run: str
@@ -68,6 +93,9 @@ class RunMeta:
     runtime: Mapping[str, float] = field(default_factory=dict)
     task_groups: Mapping[str, str] = field(default_factory=dict)
     label: str = ""
+    eval_seconds: float | None = None
+    data_build: DataBuild | None = None
+    training_data: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import matplotlib
@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mixlab.report.forgetting import CheckpointPoint, RunSummary  # noqa: E402
-from mixlab.report.model import RunMeta  # noqa: E402
+from mixlab.report.forgetting import CheckpointPoint, RunSummary, in_points  # noqa: E402
+from mixlab.report.model import RunMeta, TaskKey  # noqa: E402
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,65 +64,125 @@ def pareto_front(gain: np.ndarray, forgetting: np.ndarray) -> np.ndarray:
     return np.array(front, dtype=int)
 
 
+def _panel_order(curves: Mapping[TaskKey, Mapping[str, Mapping[int, list[float]]]], targets: set[str],
+                 max_panels: int) -> list[TaskKey]:
+    """Target benchmarks first, then the others, each by name (a reader finds a task where it should
+    be). With more than ``max_panels`` benchmarks the targets stay and the others with the largest
+    final drop fill the rest."""
+    tgt = sorted(k for k in curves if k[0] in targets)
+    oth = sorted(k for k in curves if k[0] not in targets)
+    room = max(0, max_panels - len(tgt))
+    if len(oth) > room:
+        final = {k: min(np.mean(by_step[max(by_step)]) for by_step in curves[k].values()) for k in oth}
+        keep = set(sorted(oth, key=lambda k: final[k])[:room])
+        oth = [k for k in oth if k in keep]
+    return (tgt + oth)[:max_panels]
+
+
 def plot_change_vs_step(points: Sequence[CheckpointPoint], runs_meta: dict[str, RunMeta],
                         max_panels: int = 24) -> Figure | None:
-    """One panel per benchmark, one line per method (mean over its runs) of the relative change vs base.
+    """One panel per benchmark (targets first, then by name), one line per method (mean over its runs)
+    of the change vs the base from step 0 (the base itself, change 0) to the last checkpoint.
 
-    With more benchmarks than ``max_panels`` the ones with the largest final drop are drawn.
+    The change is in percent of the base value, or in points where the base value is 0
+    (:func:`mixlab.report.forgetting.unit_scale`); such panels say so on their axis. With more
+    benchmarks than ``max_panels`` the targets and the others with the largest final drop are drawn.
     """
-    curves: dict[tuple[str, str], dict[str, dict[int, list[float]]]] = defaultdict(
+    curves: dict[TaskKey, dict[str, dict[int, list[float]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
+    zero_base: set[TaskKey] = set()
     for p in points:
-        if p.rel is not None:
-            method = runs_meta.get(p.run, RunMeta(p.run)).method or p.run
-            curves[(p.task, p.metric)][method][p.step].append(100.0 * p.rel)
+        v = p.in_unit("relative")
+        if v is None:
+            continue
+        method = runs_meta.get(p.run, RunMeta(p.run)).method or p.run
+        by_step = curves[(p.task, p.metric)][method]
+        by_step[p.step].append(v)
+        if in_points(p.base_value, "relative"):
+            zero_base.add((p.task, p.metric))
     if not curves:
         return None
-    final = {k: min(np.mean(by_step[max(by_step)]) for by_step in m.values()) for k, m in curves.items()}
-    shown = sorted(curves, key=lambda k: final[k])[:max_panels]
-    fig, axes = _grid(len(shown), 4)
+    for by_method in curves.values():  # step 0 is the base: every line starts at no change
+        for by_step in by_method.values():
+            by_step.setdefault(0, [0.0])
+    targets = {t for m in runs_meta.values() for t in m.target_tasks}
+    shown = _panel_order(curves, targets, max_panels)
+    cols = min(len(shown), 4)
+    fig, axes = _grid(len(shown), cols, h=2.6)
     methods = sorted({m for k in shown for m in curves[k]})
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
-    for ax, key in zip(axes, shown, strict=False):
+    for i, (ax, key) in enumerate(zip(axes, shown, strict=False)):
         for method, by_step in sorted(curves[key].items()):
             steps = sorted(by_step)
-            ax.plot(steps, [np.mean(by_step[s]) for s in steps], lw=1.2, color=colors[method], label=method)
+            ax.plot(steps, [np.mean(by_step[s]) for s in steps], lw=1.2, marker="o", ms=2.5, color=colors[method],
+                    label=method)
         ax.axhline(0, color="gray", lw=0.8, ls="--")
-        ax.set_title(f"{key[0]} ({key[1]})", fontsize=8)
+        ax.set_title(f"{key[0]} ({key[1]})" + (" — target" if key[0] in targets else ""), fontsize=8,
+                     fontweight="bold" if key[0] in targets else "normal")
         ax.tick_params(labelsize=7)
         ax.locator_params(nbins=4)
-    axes[0].set_ylabel("change vs base (%)", fontsize=8)
+        if key in zero_base:
+            ax.set_ylabel("change (points; base 0)", fontsize=7)
+        elif i % cols == 0:
+            ax.set_ylabel("change vs base (%)", fontsize=7)
+        if i + cols >= len(shown):  # no panel below: label the step axis
+            ax.set_xlabel("training step (0 = base)", fontsize=7)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncol=min(len(methods), 8), fontsize=7,
                frameon=False)
-    more = f" — the {len(shown)} with the largest final drop of {len(curves)}" if len(curves) > len(shown) else ""
-    return Figure("change_vs_step.png", _png(fig, tight=False), "Change vs the base model (percent, positive = better) "
-                  f"by training step, per benchmark and method{more}")
+    more = f" — the targets and the others with the largest final drop, {len(shown)} of {len(curves)}" \
+        if len(curves) > len(shown) else ""
+    pts = f"; in points where the base value is 0 ({', '.join(k[0] for k in shown if k in zero_base)})" \
+        if zero_base & set(shown) else ""
+    return Figure("change_vs_step.png", _png(fig, tight=False), "Change vs the base model (percent of the base "
+                  f"value, positive = better{pts}) by training step, per benchmark and method; step 0 is the base, "
+                  f"target benchmarks first{more}")
+
+
+def _err(ci: tuple[float, float] | None, value: float, flip: bool = False) -> tuple[float, float]:
+    """Distances from ``value`` down and up to the CI's ends (0, 0 without a CI); ``flip``: the axis
+    plots minus the value."""
+    if ci is None:
+        return (0.0, 0.0)
+    lo, hi = (-ci[1], -ci[0]) if flip else ci
+    v = -value if flip else value
+    return (max(0.0, v - lo), max(0.0, hi - v))
 
 
 def plot_gain_vs_forgetting(summaries: Sequence[RunSummary]) -> Figure | None:
-    """One point per run: target gain vs mean change on the other benchmarks; the Pareto front drawn."""
+    """One point per run: target gain vs forgetting (minus the mean change on the other benchmarks), with
+    95% bootstrap CIs on both axes; the runs no other run beats on both are joined (the Pareto front)."""
     pts = [s for s in summaries if s.target_gain is not None and s.other_change is not None]
     if not pts:
         return None
     gain = np.array([s.target_gain for s in pts])
     forgetting = np.array([-s.other_change for s in pts])
-    fig, ax = plt.subplots(figsize=(5.8, 4.2))
-    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.97)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.97)
     methods = sorted({s.method or s.run for s in pts})
     for i, m in enumerate(methods):
         idx = [j for j, s in enumerate(pts) if (s.method or s.run) == m]
-        ax.scatter(forgetting[idx], gain[idx], s=22, color=plt.cm.tab10(i % 10), label=m, alpha=0.85)
+        xerr = np.array([_err(pts[j].other_ci, pts[j].other_change, flip=True) for j in idx]).T
+        yerr = np.array([_err(pts[j].target_ci, pts[j].target_gain) for j in idx]).T
+        ax.errorbar(forgetting[idx], gain[idx], xerr=xerr, yerr=yerr, fmt="o", ms=5, color=plt.cm.tab10(i % 10),
+                    ecolor=plt.cm.tab10(i % 10), elinewidth=0.8, capsize=2, alpha=0.9, label=m)
     front = pareto_front(gain, forgetting)
-    ax.plot(forgetting[front], gain[front], "-", color="black", lw=1.2, label="Pareto front")
+    label = "Pareto front" if len(front) > 1 else f"Pareto front (one run: {pts[front[0]].run})"
+    ax.plot(forgetting[front], gain[front], ls="-" if len(front) > 1 else "none", color="black", lw=1.2, marker="o",
+            ms=11, mfc="none", mec="black", zorder=4, label=label)
     if len(pts) <= 20:
         for s, x, y in zip(pts, forgetting, gain, strict=True):
-            ax.annotate(s.run, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(s.run, (x, y), fontsize=6, xytext=(4, 4), textcoords="offset points")
     unit = "%" if pts[0].unit == "relative" else "metric units"
-    ax.set_xlabel(f"forgetting: minus mean change on other benchmarks ({unit}, lower is better)", fontsize=8)
-    ax.set_ylabel(f"target gain ({unit})", fontsize=8)
-    ax.legend(fontsize=7)
-    return Figure("gain_vs_forgetting.png", _png(fig, tight=False), "Target gain vs forgetting, one point per run; "
-                  "the line joins the runs no other run beats on both")
+    ax.set_xlabel(f"forgetting: minus mean change on the other benchmarks ({unit}, lower is better)", fontsize=8)
+    ax.set_ylabel(f"target gain: mean change on the target benchmarks ({unit})", fontsize=8)
+    ax.axhline(0, color="gray", lw=0.6, ls=":")
+    ax.axvline(0, color="gray", lw=0.6, ls=":")
+    ax.legend(fontsize=7, loc="best")
+    pts_names = sorted({t for s in pts for t in s.points_tasks})
+    in_pts = f"; {', '.join(pts_names)} (base 0) count in points" if pts_names and unit == "%" else ""
+    return Figure("gain_vs_forgetting.png", _png(fig, tight=False), "Target gain vs forgetting, one point per run "
+                  f"at its final checkpoint, with 95% bootstrap CIs{in_pts}; circled: the runs no other run beats on "
+                  "both (Pareto front)")
 
 
 def plot_mixture_bars(runs_meta: Sequence[RunMeta], max_runs: int = 12) -> Figure | None:

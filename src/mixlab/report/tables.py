@@ -12,9 +12,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from mixlab.report.contrast import Contrast, Paired
-from mixlab.report.forgetting import Change, Incomparable, RunSummary
-from mixlab.report.model import Result, RunMeta, TaskKey
+from mixlab.report.contrast import Contrast, Paired, fmt_ratio, unit_words
+from mixlab.report.forgetting import Change, Incomparable, RunSummary, in_points, unit_scale
+from mixlab.report.model import DataBuild, Result, RunMeta, TaskKey, is_percent
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +25,14 @@ class Cell:
 
 @dataclass(slots=True)
 class Table:
+    """``wrap``: indices of the columns of prose (verdicts, reasons) the HTML may break over lines, so a
+    wide table still fits the page; numbers never break."""
+
     title: str
     header: list[str]
     rows: list[list[Cell]]
     notes: list[str] = field(default_factory=list)
+    wrap: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -46,12 +50,6 @@ def cells(*texts: object) -> list[Cell]:
 
 
 # ---------------------------------------------------------------- number formats
-
-
-def is_percent(values: Iterable[float], higher_is_better: bool) -> bool:
-    """Show a metric in percent when it is higher-is-better and every value lies in [0, 1]."""
-    vals = list(values)
-    return higher_is_better and bool(vals) and all(0.0 <= v <= 1.0 for v in vals)
 
 
 def fmt_value(v: float | None, percent: bool) -> str:
@@ -101,12 +99,17 @@ class ScoreRow:
     best: tuple[int, ...]  # indices of the best column(s); empty when not comparable
     improvement: float | None  # directional, last column minus first column
 
-    @property
-    def rel_improvement(self) -> float | None:
-        first = self.results[0]
-        if self.improvement is None or first is None or first.value == 0:
+    def improvement_in(self, unit: str = "relative") -> float | None:
+        """Last column vs first in the summaries' unit (relative: percent of the first column's value,
+        points where it is 0, as :func:`mixlab.report.forgetting.unit_scale`)."""
+        first, last = self.results[0], self.results[-1]
+        if self.improvement is None or first is None or last is None:
             return None
-        return self.improvement / abs(first.value)
+        return self.improvement * unit_scale(first.value, last.value, first.higher_is_better, unit)  # type: ignore[arg-type]
+
+    @property
+    def first_is_zero(self) -> bool:
+        return self.results[0] is not None and in_points(self.results[0].value, "relative")
 
 
 def score_rows(index: Mapping[str, Mapping[TaskKey, Mapping[int, Result]]], columns: Sequence[str],
@@ -167,14 +170,19 @@ def wins_table(rows: Sequence[ScoreRow], labels: Sequence[str]) -> Table:
             wins[r.group][i] += 1
     total = [sum(w[i] for w in wins.values()) for i in range(len(labels))]
     body = [[Cell(g), *[Cell(str(v), v == max(w) and v > 0) for v in w]] for g, w in sorted(wins.items())]
-    body.append([Cell("all", True), *[Cell(str(v), v == max(total) and v > 0) for v in total]])
-    return Table("Wins per category", ["category", *labels], body)
+    if len(wins) > 1:  # with one category the total is that row again
+        body.append([Cell("all categories", True), *[Cell(str(v), v == max(total) and v > 0) for v in total]])
+    return Table("Wins per category", ["category", *labels], body,
+                 ["benchmarks (task × metric) where the column has the best final value; ties count for each"])
 
 
-def average_improvement(rows: Sequence[ScoreRow]) -> tuple[float | None, int]:
-    """Mean relative improvement (percent of the first column's value) over every comparable benchmark."""
-    rel = [r.rel_improvement for r in rows if r.rel_improvement is not None]
-    return (100.0 * sum(rel) / len(rel) if rel else None), len(rel)
+def average_improvement(rows: Sequence[ScoreRow]) -> tuple[float | None, int, list[str]]:
+    """Mean improvement of the last column over the first across every comparable benchmark, in percent
+    of the first column's value (points where it is 0); also the count and the benchmarks in points."""
+    used = [r for r in rows if r.improvement_in() is not None]
+    vals = [r.improvement_in() for r in used]
+    points = [f"{r.key[0]} ({r.key[1]})" for r in used if r.first_is_zero]
+    return (sum(vals) / len(vals) if vals else None), len(vals), points  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- forgetting
@@ -192,12 +200,18 @@ def forgetting_tables(summaries: Sequence[RunSummary]) -> list[Table]:
         cell[(s.method or s.run, s.dataset or "–")].append(s)
     avg = [[Cell(m), *[Cell(_avg_text(cell.get((m, d), []), unit)) for d in datasets]] for m in methods]
     worst = [[Cell(m), *[Cell(_worst_text(cell.get((m, d), []), unit)) for d in datasets]] for m in methods]
-    what = "percent of the base value" if unit == "relative" else "metric units"
-    notes = [f"change vs the base model in {what}, positive = better (direction-aware); [95% bootstrap CI]; "
+    notes = [f"change vs the base model in {unit_words(unit)}, positive = better (direction-aware); "
+             f"{_points_note(summaries)}[95% bootstrap CI]; "
              "* significant (McNemar for accuracy, sign-flip permutation for continuous scores; CI for "
              "averages); ns = a drop that is not significant; cells with several runs show mean ± sd"]
     return [Table("Average change over benchmarks (method × dataset)", ["method", *datasets], avg, notes),
             Table("Worst benchmark change (method × dataset)", ["method", *datasets], worst, notes)]
+
+
+def _points_note(summaries: Sequence[RunSummary]) -> str:
+    """Which benchmarks count in points (base value 0), for a table's note; empty when none."""
+    names = sorted({t for s in summaries for t in s.points_tasks})
+    return f"counted in points (base 0): {', '.join(names)}; " if names else ""
 
 
 def _avg_text(runs: Sequence[RunSummary], unit: str) -> str:
@@ -233,8 +247,10 @@ def run_summary_table(summaries: Sequence[RunSummary]) -> Table:
     return Table("Per run", ["run", "method", "dataset", "step", "mean change", "worst task", "worst change",
                              "target gain", "backward transfer", "max drop from best earlier", "sig. drops",
                              "ns drops"], body,
-                 ["backward transfer: mean over non-target benchmarks of final minus base; max drop: the largest "
-                  "fall below the best earlier checkpoint (base included), any benchmark"])
+                 [f"changes in {unit_words(unit)}; {_points_note(summaries)}mean change over every benchmark, "
+                  "target gain over the run's target tasks; backward transfer: mean over non-target benchmarks of "
+                  "final minus base; max drop: the largest fall below the best earlier checkpoint (base included), "
+                  "any benchmark"])
 
 
 def _paired_text(p: Paired | None, unit: str) -> str:
@@ -252,8 +268,8 @@ def verdict(c: Contrast, threshold: float = 0.8) -> str:
     side = {"less": "forgets significantly less", "more": "forgets significantly more",
             "same": "no significant difference in forgetting"}[c.forgetting]
     r = c.gain_ratio
-    gain = "gain unknown" if r is None else (f"comparable gain ({100 * r:.0f}% of the reference's)"
-                                              if c.comparable_gain(threshold) else f"{100 * r:.0f}% of the gain")
+    gain = "gain unknown" if r is None else (f"comparable gain ({fmt_ratio(r, threshold)} of the reference's)"
+                                              if c.comparable_gain(threshold) else f"{fmt_ratio(r, threshold)} of the gain")
     return f"{side}; {gain}"
 
 
@@ -264,14 +280,21 @@ def contrast_table(contrasts: Sequence[Contrast], unit: str, threshold: float = 
              Cell(fmt_change(c.other, unit)), Cell(_paired_text(c.forgetting_advantage, unit)),
              Cell(verdict(c, threshold), bold=c.forgets_significantly_less() and c.comparable_gain(threshold))]
             for c in contrasts]
+    points = sorted({t for c in contrasts for t in c.points_tasks})
+    left = sorted({f"{t} ({why})" for c in contrasts for t, why in c.left_out})
+    averaged = "" if not contrasts else (
+        f"target tasks averaged: {', '.join(contrasts[0].target_tasks) or 'none'}; other tasks averaged: "
+        f"{', '.join(contrasts[0].other_tasks) or 'none'}; "
+        + (f"counted in points (base 0): {', '.join(points)}; " if points else "")
+        + f"left out: {'; '.join(left) if left else 'nothing'}; ")
     return Table(f"Against {ref} (paired, final checkpoints)",
                  ["run", "method", "target gain", f"gain − {ref}", "change on other tasks",
                   f"forgetting advantage over {ref}", "verdict"], body,
-                 [f"target gain / change on other tasks: mean change vs the base model in "
-                  f"{'percent of the base value' if unit == 'relative' else 'metric units'}, positive = better; "
+                 [f"target gain / change on other tasks: mean change vs the base model in {unit_words(unit)}, "
+                  f"positive = better; {averaged}"
                   f"forgetting advantage = change on other tasks minus {ref}'s (> 0: forgets less), with a 95% paired "
                   "bootstrap CI over the same resampled items and its two-sided p-value; * the CI excludes 0; "
-                  f"comparable gain = at least {100 * threshold:.0f}% of {ref}'s target gain"])
+                  f"comparable gain = at least {100 * threshold:.0f}% of {ref}'s target gain"], wrap=(6,))
 
 
 def changes_table(changes: Sequence[Change]) -> Table:
@@ -316,21 +339,86 @@ def mixture_table(runs_meta: Sequence[RunMeta]) -> Table | None:
     return Table("Mixture: requested → realized (percent of tokens)", ["run", *domains, "max |Δ| (points)"], body)
 
 
+SWEEP_EVALUATION = "evaluation (sweep)"
+
+
 def runtime_table(runs_meta: Sequence[RunMeta]) -> Table | None:
-    """Wall time per stage (h:mm:ss) and the total."""
-    runs = [m for m in runs_meta if m.runtime]
+    """Wall time per stage of each run's own process (h:mm:ss), the sweep's evaluation of its
+    checkpoints, and the total; a stage that took under half a second in every run is left out (an
+    in-training evaluation column of zeros next to a sweep that did the evaluating misleads)."""
+    runs = [m for m in runs_meta if m.runtime or m.eval_seconds]
     if not runs:
         return None
     # A run's own total (fine-tuning records `total_this_process`) is the total, not one more stage to add.
-    stages = list(dict.fromkeys(s for m in runs for s in m.runtime if not s.startswith("total")))
+    stages = [s for s in dict.fromkeys(s for m in runs for s in m.runtime if not s.startswith("total"))
+              if any(m.runtime.get(s, 0.0) >= 0.5 for m in runs)]
+    sweep = any(m.eval_seconds for m in runs)
 
     def total(m: RunMeta) -> float:
         own = [v for k, v in m.runtime.items() if k.startswith("total")]
-        return sum(own) if own else sum(m.runtime.values())
+        return (sum(own) if own else sum(m.runtime.values())) + (m.eval_seconds or 0.0)
 
     body = [[Cell(m.name), *[Cell(fmt_seconds(m.runtime.get(s))) for s in stages],
-             Cell(fmt_seconds(total(m)), True)] for m in runs]
-    return Table("Runtime per stage", ["run", *stages, "total"], body)
+             *([Cell(fmt_seconds(m.eval_seconds))] if sweep else []), Cell(fmt_seconds(total(m)), True)]
+            for m in runs]
+    notes = ["a run's stages are those of its own process; the total adds the sweep's evaluation of its "
+             "checkpoints (seconds summed over tasks, which the sweep runs in parallel)"] if sweep else []
+    return Table("Runtime per run", ["run", *stages, *([SWEEP_EVALUATION] if sweep else []), "total"], body, notes)
+
+
+def stage_table(stages: Mapping[str, float], what: Mapping[str, str] | None = None) -> Table | None:
+    """Wall time of each stage of a study (h:mm:ss) and what the stage did."""
+    if not stages:
+        return None
+    what = what or {}
+    body = [[Cell(k), Cell(fmt_seconds(v)), Cell(what.get(k, ""))] for k, v in stages.items()]
+    body.append([Cell("total", True), Cell(fmt_seconds(sum(stages.values())), True), Cell("")])
+    return Table("Wall time per stage", ["stage", "wall time", "what"], body, wrap=(2,))
+
+
+# ---------------------------------------------------------------- data
+
+
+def data_tables(runs_meta: Sequence[RunMeta]) -> tuple[list[str], list[Table]]:
+    """The fine-tuning data: each build's records per dataset and split, its contamination check, and
+    what each run trained on (target examples, replay)."""
+    builds: dict[str, DataBuild] = {}
+    for m in runs_meta:
+        if m.data_build is not None:
+            builds.setdefault(m.data_build.name, m.data_build)
+    text: list[str] = []
+    out: list[Table] = []
+    for b in builds.values():
+        datasets = sorted({*b.train, *b.test})
+        body = [cells(d, b.train.get(d, 0), b.test.get(d, 0)) for d in datasets]
+        if len(datasets) > 1:
+            body.append([Cell("total", True), Cell(str(sum(b.train.values())), True),
+                         Cell(str(sum(b.test.values())), True)])
+        ratios = ", ".join(f"{d} {100 * b.requested.get(d, 0.0):.0f}% → {100 * b.realized.get(d, 0.0):.1f}%"
+                           for d in sorted({*b.requested, *b.realized}))
+        out.append(Table(f"Data build {b.name}: records", ["dataset", "train", "test"], body,
+                         [f"split: {b.split or '?'}; domain ratios requested → realized: {ratios}"]))
+        c = b.contamination
+        if c:
+            rows = [cells(o.get("reference", "?"), o.get("n_reference", ""), o.get("exact", 0),
+                          o.get("normalized", 0), o.get("ngram", 0)) for o in c.get("overlaps", [])]
+            n = c.get("ngram", "?")
+            dropped = c.get("dropped_before_mixing", 0)
+            text.append(f"{b.name}: {n}-gram contamination check of the training items against "
+                        f"{len(rows)} test and benchmark sets (action: {c.get('action', '?')}): "
+                        f"{dropped} training items dropped before mixing, {c.get('train_test_ngram_overlap', 0)} "
+                        f"overlapping training items left.")
+            out.append(Table(f"Data build {b.name}: contamination (training items overlapping each set)",
+                             ["reference set", "items", "exact", "normalized", f"{n}-gram"], rows,
+                             ["counts of training items that match a reference item exactly, after normalization "
+                              f"(case, punctuation, spacing), or share a {n}-gram with one, after any drop"]))
+    trained = [m for m in runs_meta if m.training_data]
+    if trained:
+        cols = list(dict.fromkeys(k for m in trained for k in m.training_data))
+        out.append(Table("Training data per run", ["run", "data", *cols],
+                         [cells(m.name, m.dataset, *[m.training_data.get(k, "–") for k in cols]) for m in trained],
+                         wrap=(2 + cols.index("replay"),) if "replay" in cols else ()))
+    return text, out
 
 
 def incomparable_table(bad: Sequence[Incomparable], limit: int = 500) -> Table | None:
@@ -340,7 +428,7 @@ def incomparable_table(bad: Sequence[Incomparable], limit: int = 500) -> Table |
     body = [cells(f"{b.run}@{b.step}" if b.step >= 0 else b.run, b.task, b.metric, b.against, b.reason)
             for b in bad[:limit]]
     notes = [f"{len(bad) - limit} more not shown"] if len(bad) > limit else []
-    return Table("Not compared", ["result", "task", "metric", "against", "reason"], body, notes)
+    return Table("Not compared", ["result", "task", "metric", "against", "reason"], body, notes, wrap=(4,))
 
 
 # ---------------------------------------------------------------- Markdown

@@ -17,7 +17,9 @@ A study composes the public stages and nothing else:
 Stage folders under ``out`` are named by a hash of what determines them (``base-<h>``,
 ``distill-<h>``, ``runs/<method>-<h>``, ``sweep-<h>``): a changed value runs beside the old stages,
 an unchanged stage is reused, and a stopped study resumes where it stopped (the sweep resumes per task).
-``summary.json`` records the findings and the wall time of every stage and run::
+``summary.json`` records the findings (with the benchmarks each mean averages and leaves out) and the
+wall time of every stage and run: ``timings`` sums, per stage, every invocation of the same config (a
+stage reused on a resume adds ~0 s, a resumed one the time it still took), ``invocations`` keeps each::
 
     from mixlab.study import load_study, run_study
     study = load_study("configs/studies/smollm2_gsm8k.yaml", ["eval.limit=20"])
@@ -386,21 +388,53 @@ def run_study(study: Study, out: str | Path, say: Say | None = None, progress: B
     _evaluate(sweep_cfg, say, bar)
     timings["evaluate"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    files = _report(study, out, sweep_cfg, say)
-    timings["report"] = time.perf_counter() - t0
-    env = environment()
     summary_path = out / "summary.json"
     # a resumed study reuses finished stages, so each invocation's timings are kept, not overwritten
     history = _read_json(summary_path).get("invocations", [])
+    key = config_hash(study.config) if study.config is not None else None
+    t0 = time.perf_counter()
+    so_far = {k: v for k, v in stage_timings(history, key, timings).items() if k in timings}  # the report: not yet
+    files = _report(study, out, sweep_cfg, say, so_far, _stage_notes(study, jobs))
+    timings["report"] = time.perf_counter() - t0
+    env = environment()
     history.append({"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": env.get("commit"),
-                    "timings": timings, "jobs": jobs})
+                    "config_hash": key, "timings": timings, "jobs": jobs})
+    total = stage_timings(history[:-1], key, timings)
     atomic.write_json(summary_path, {
         "name": study.name, "reference": study.reference, "headline": list(files.findings),
         "contrasts": [c.to_dict(study.comparable_gain) for c in files.contrasts],
-        "timings": timings, "jobs": jobs, "environment": env, "invocations": history})
+        "timings": total, "jobs": jobs, "environment": env, "invocations": history})
     return StudyResult(out, files.markdown, files.html, files.figures, list(files.contrasts),
-                       list(files.findings), timings)
+                       list(files.findings), total)
+
+
+def stage_timings(history: Sequence[dict[str, Any]], key: str | None, current: dict[str, float]) -> dict[str, float]:
+    """Wall seconds per stage spent by the earlier invocations of the same config (``key``) plus this
+    one's: what each stage really cost, whether it ran at once or over several resumed invocations (a
+    reused stage adds its ~0 s check; a changed config starts its own count)."""
+    out = dict.fromkeys(current, 0.0)
+    for inv in history:
+        if inv.get("config_hash") != key:
+            continue
+        for stage, v in (inv.get("timings") or {}).items():
+            if isinstance(v, (int, float)):
+                out[stage] = out.get(stage, 0.0) + float(v)
+    for stage, v in current.items():
+        out[stage] += v
+    return out
+
+
+def _stage_notes(study: Study, jobs: dict[str, Any]) -> dict[str, str]:
+    """What each stage did, for the report's wall-time table."""
+    runs = [n for n in jobs if n != "distill"]
+    notes = {"data": f"build {study.data.name or 'the fine-tuning mixture'} and its contamination check"
+             if study.data is not None else "no data stage",
+             "pretrain": "pretrain the proxy base" if study.pretrain is not None else f"base {study.base}: nothing to train",
+             "finetune": f"{len(runs)} fine-tuning runs" + (" and the distillation data" if "distill" in jobs else "")
+             + f", {study.workers} at a time",
+             "evaluate": f"the sweep: the base and every selected checkpoint on {len(study.eval.task_names())} tasks, "
+                         f"{study.workers} workers"}
+    return notes
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -530,8 +564,10 @@ def _evaluate(sweep_cfg: Any, say: Say, bar: Bar) -> None:
                           "to retry them (finished results are kept)")
 
 
-def _report(study: Study, out: Path, sweep_cfg: Any, say: Say) -> Any:
-    """Write the report (contrasted against the reference run) and narrate its findings."""
+def _report(study: Study, out: Path, sweep_cfg: Any, say: Say, stages: dict[str, float],
+            notes: dict[str, str]) -> Any:
+    """Write the report (contrasted against the reference run, with the stages' wall time) and narrate
+    its findings."""
     from mixlab.report.collect import collect, primary_metrics
     from mixlab.report.forgetting import StatsConfig
     from mixlab.report.html import write_report
@@ -540,7 +576,7 @@ def _report(study: Study, out: Path, sweep_cfg: Any, say: Say) -> Any:
     results, metas, base = collect(sweep_cfg)
     files = write_report(results, metas, base, out, title=study.title, config=StatsConfig(seed=study.seed),
                          reference=study.reference, primary=primary_metrics(sweep_cfg),
-                         comparable_gain=study.comparable_gain)
+                         comparable_gain=study.comparable_gain, stages=stages, stage_notes=notes)
     for line in files.findings:
         say("   " + line)
     return files
