@@ -33,9 +33,11 @@ for _mod in COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: user errors print a message (no traceback) and exit with status 2."""
+    """Console entry point: user errors print a message (no traceback) and exit with status 2; a
+    command whose work partly failed (a task of `eval` or `sweep`) exits 1 after its summary."""
     try:
-        app(args=argv, standalone_mode=False)
+        # without standalone mode click returns a command's typer.Exit code instead of raising it
+        code = app(args=argv, standalone_mode=False)
     except MixlabError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
         return 2
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             e.show()
             return e.exit_code
         raise
-    return 0
+    return code if type(code) is int else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from collections.abc import Iterator
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -27,6 +28,16 @@ def print_raw(text: str) -> None:
     80 when piped) and so breaks YAML comments."""
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     sys.stdout.flush()
+
+
+def exit_failed(failures: Sequence[tuple[str, str]], what: str, hint: str) -> NoReturn:
+    """End a command whose work partly failed: list each failure (where, the first line of its
+    error) on stderr and exit with status 1, so that a script or CI sees it (user errors exit 2)."""
+    err_console.print(f"[bold red]{what} failed[/] ({hint}):", highlight=False, soft_wrap=True)
+    for where, error in failures:
+        first = error.strip().splitlines()[0] if error.strip() else "(no message)"
+        err_console.print(f"  {where}: {first}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 SetOption = typer.Option(

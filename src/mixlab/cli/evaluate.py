@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from mixlab.cli.common import console, progress
+from mixlab.cli.common import console, exit_failed, progress
 
 
 def eval_command(
@@ -31,12 +31,13 @@ def eval_command(
     judge_cache: Path = typer.Option(None, "--judge-cache", help="Judgment cache folder (default: under the mixlab cache)."),
 ) -> None:
     """Evaluate MODEL on a suite or tasks; finished tasks in OUT are reused, so re-running resumes.
+    Exits with status 1 when a task failed, after a summary of what failed and why.
 
     Example: mixlab eval --model smollm2-135m --suite forgetting10 --limit 100 --out runs/eval/smol
     MT-Bench: mixlab eval --model M --suite mt_bench --judge-url http://127.0.0.1:8000/v1 --judge-name NAME --out O
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from mixlab.eval.runner import evaluate
+    from mixlab.eval.runner import evaluate, failed_tasks
     from mixlab.eval.tasks import resolve_tasks
     from mixlab.models.pretrained import load_model
 
@@ -58,6 +59,10 @@ def eval_command(
                            max_new_tokens=max_new_tokens, judge_cache=judge_cache)
     _print_table(results)
     console.print(f"results: {out / 'results.json'}")
+    failed = failed_tasks(results)
+    if failed:
+        exit_failed(list(failed.items()), f"{len(failed)} of {len(results)} task(s)",
+                    f"tracebacks in {out / 'tasks'}/<task>/error.json; run the command again to retry them")
 
 
 def lm_eval_command(

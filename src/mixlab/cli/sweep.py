@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from mixlab.cli import launch as L
-from mixlab.cli.common import SetOption, console, progress
+from mixlab.cli.common import SetOption, console, exit_failed, progress
 
 
 def sweep_command(
@@ -22,7 +22,8 @@ def sweep_command(
 ) -> None:
     """Evaluate every selected checkpoint of every run on every task that has no result yet.
 
-    Kill it at any moment and run it again to finish; run it twice at once to share the work.
+    Kill it at any moment and run it again to finish; run it twice at once to share the work. Exits
+    with status 1 when a (checkpoint, task) failed, after a summary of what failed and why.
 
     Example: mixlab sweep configs/sweeps/example_toyworld.yaml --set limit=20
     (--backend ray [--ray-address HOST:PORT] or --backend slurm --partition P --time 60 run the workers there)
@@ -57,7 +58,14 @@ def sweep_command(
     reused = sum(len(r.reused) for r in reports)
     failed = [f for r in reports for f in r.failed]
     console.print(f"computed {computed} result(s), indexed {reused} found on disk, {len(failed)} failed")
-    _print_status(S.status(cfg), per_checkpoint=False)
+    checkpoints = S.status(cfg)
+    _print_status(checkpoints, per_checkpoint=False)
+    # the store, not this process's reports, says what failed: other workers' failures count too
+    failures = [(f"{c.run} step-{c.step} {task}", error) for c in checkpoints for task, error in c.errors.items()]
+    if failures:
+        retry = "run the sweep again to retry them" if cfg.retry_failed else "set retry_failed: true to retry them"
+        exit_failed(failures, f"{len(failures)} (checkpoint, task) pair(s)",
+                    f"`mixlab status {config} --checkpoints` shows them; {retry}")
 
 
 def status_command(
@@ -76,7 +84,11 @@ def status_command(
     cfg = S.load_sweep_config(config, overrides or [])
     if rebuild:
         exp = S.resolve(cfg)
-        St.rebuild(exp.store_path, [exp.out / "evals"]).close()
+        if (why := St.problem(exp.store_path)) is not None:
+            console.print(f"[yellow]{exp.store_path} was unreadable ({why}); rebuilt from the result files[/]")
+        with St.rebuild(exp.store_path, [exp.out / "evals"]) as store:
+            for e in St.requeued(store):
+                console.print(f"[yellow]re-queued {e['unit']} {e['task']}: {e['detail']}[/]")
     _print_status(S.status(cfg), per_checkpoint=checkpoints)
 
 

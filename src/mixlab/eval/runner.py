@@ -336,6 +336,13 @@ def _result_key(spec: TaskSpec, identity: dict[str, Any], limit: int | None, ext
     return config_hash(data)
 
 
+def failed_tasks(results: Mapping[str, Any]) -> dict[str, str]:
+    """Task -> error of every task that crashed in ``results`` (what :func:`evaluate` returns; the
+    traceback is in ``OUT/tasks/<task>/error.json``). Skipped tasks (their data is not on this
+    machine) are not failures: they are reported with the path that was looked for."""
+    return {task: r["error"] for task, r in results.items() if "error" in r}
+
+
 def _finished(task_dir: Path, key: str) -> dict[str, Any] | None:
     import json
 
