@@ -26,10 +26,10 @@ padding:0 1em;line-height:1.4}
 h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 .tbl{overflow-x:auto;margin:1em 0}
 table{border-collapse:collapse;font-size:.82em}
-caption{text-align:left;font-weight:600;padding:.3em 0}
+caption{text-align:left;font-weight:600;padding:.3em 0;white-space:nowrap}
 th,td{border:1px solid #ddd;padding:.25em .5em;text-align:right;white-space:nowrap}
 th{background:#f4f4f4;white-space:normal;vertical-align:bottom}td:first-child,th:first-child{text-align:left}
-td.w{white-space:normal;text-align:left;min-width:14em}
+td.w,th.w{white-space:normal;text-align:left;min-width:14em}
 tbody tr:nth-child(even){background:#fafafa}
 .note{color:#666;font-size:.8em;margin:.2em 0}
 figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
@@ -44,7 +44,8 @@ def _cell_html(c: tables.Cell, wrap: bool = False) -> str:
 
 
 def table_html(t: Table) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in t.header)
+    head = "".join(f'<th class="w">{html.escape(h)}</th>' if i in t.wrap else f"<th>{html.escape(h)}</th>"
+                   for i, h in enumerate(t.header))
     body = "".join("<tr>" + "".join(_cell_html(c, i in t.wrap) for i, c in enumerate(row)) + "</tr>"
                    for row in t.rows)
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in t.notes)

@@ -340,6 +340,7 @@ def mixture_table(runs_meta: Sequence[RunMeta]) -> Table | None:
 
 
 SWEEP_EVALUATION = "evaluation (sweep)"
+_STAGE_ORDER = ["setup", "training", "evaluation", "judging", "model_io", "checkpoint_io"]  # as a run goes
 
 
 def runtime_table(runs_meta: Sequence[RunMeta]) -> Table | None:
@@ -352,6 +353,7 @@ def runtime_table(runs_meta: Sequence[RunMeta]) -> Table | None:
     # A run's own total (fine-tuning records `total_this_process`) is the total, not one more stage to add.
     stages = [s for s in dict.fromkeys(s for m in runs for s in m.runtime if not s.startswith("total"))
               if any(m.runtime.get(s, 0.0) >= 0.5 for m in runs)]
+    stages.sort(key=lambda s: _STAGE_ORDER.index(s) if s in _STAGE_ORDER else len(_STAGE_ORDER))  # stable
     sweep = any(m.eval_seconds for m in runs)
 
     def total(m: RunMeta) -> float:
@@ -363,7 +365,9 @@ def runtime_table(runs_meta: Sequence[RunMeta]) -> Table | None:
             for m in runs]
     notes = ["a run's stages are those of its own process; the total adds the sweep's evaluation of its "
              "checkpoints (seconds summed over tasks, which the sweep runs in parallel)"] if sweep else []
-    return Table("Runtime per run", ["run", *stages, *([SWEEP_EVALUATION] if sweep else []), "total"], body, notes)
+    # beside the sweep's column, a run's own `evaluation` is the one it ran while training
+    header = [f"{s} (in run)" if sweep and s == "evaluation" else s for s in stages]
+    return Table("Runtime per run", ["run", *header, *([SWEEP_EVALUATION] if sweep else []), "total"], body, notes)
 
 
 def stage_table(stages: Mapping[str, float], what: Mapping[str, str] | None = None) -> Table | None:
