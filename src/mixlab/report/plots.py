@@ -156,8 +156,8 @@ def plot_gain_vs_forgetting(summaries: Sequence[RunSummary]) -> Figure | None:
         return None
     gain = np.array([s.target_gain for s in pts])
     forgetting = np.array([-s.other_change for s in pts])
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.97)
+    fig, ax = plt.subplots(figsize=(7.6, 4.4))
+    fig.subplots_adjust(left=0.1, right=0.8, bottom=0.12, top=0.97)  # the legend sits right of the axes
     methods = sorted({s.method or s.run for s in pts})
     for i, m in enumerate(methods):
         idx = [j for j, s in enumerate(pts) if (s.method or s.run) == m]
@@ -166,7 +166,7 @@ def plot_gain_vs_forgetting(summaries: Sequence[RunSummary]) -> Figure | None:
         ax.errorbar(forgetting[idx], gain[idx], xerr=xerr, yerr=yerr, fmt="o", ms=5, color=plt.cm.tab10(i % 10),
                     ecolor=plt.cm.tab10(i % 10), elinewidth=0.8, capsize=2, alpha=0.9, label=m)
     front = pareto_front(gain, forgetting)
-    label = "Pareto front" if len(front) > 1 else f"Pareto front (one run: {pts[front[0]].run})"
+    label = "Pareto front" if len(front) > 1 else "Pareto front\n(one run)"
     ax.plot(forgetting[front], gain[front], ls="-" if len(front) > 1 else "none", color="black", lw=1.2, marker="o",
             ms=11, mfc="none", mec="black", zorder=4, label=label)
     if len(pts) <= 20:
@@ -177,7 +177,7 @@ def plot_gain_vs_forgetting(summaries: Sequence[RunSummary]) -> Figure | None:
     ax.set_ylabel(f"target gain: mean change on the target benchmarks ({unit})", fontsize=8)
     ax.axhline(0, color="gray", lw=0.6, ls=":")
     ax.axvline(0, color="gray", lw=0.6, ls=":")
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     pts_names = sorted({t for s in pts for t in s.points_tasks})
     in_pts = f"; {', '.join(pts_names)} (base 0) count in points" if pts_names and unit == "%" else ""
     return Figure("gain_vs_forgetting.png", _png(fig, tight=False), "Target gain vs forgetting, one point per run "
@@ -197,10 +197,14 @@ def plot_mixture_bars(runs_meta: Sequence[RunMeta], max_runs: int = 12) -> Figur
         x = np.arange(len(domains))
         ax.bar(x - 0.2, [100 * m.mixture_requested.get(d, 0.0) for d in domains], 0.4, label="requested")
         ax.bar(x + 0.2, [100 * m.mixture_realized.get(d, 0.0) for d in domains], 0.4, label="realized")
-        ax.set_xticks(x, domains, rotation=45, ha="right", fontsize=7)
+        ax.set_xticks(x, domains, rotation=30, ha="right", fontsize=7)
         ax.set_title(m.name, fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
+        top = max([*m.mixture_requested.values(), *m.mixture_realized.values(), 0.01]) * 100
+        ax.set_ylim(0, top * 1.3)  # headroom for the legend above the bars
     axes[0].set_ylabel("% of tokens", fontsize=8)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, ncol=2, loc="upper center", frameon=False)
     more = f" (first {len(shown)} of {len(runs)} runs)" if len(runs) > len(shown) else ""
-    return Figure("mixtures.png", _png(fig, tight=False), f"Mixture weights, requested vs realized{more}")
+    # a few panels: a tight box keeps rotated labels and the y label in the picture (cheap at this count;
+    # see _grid for why many panels do without)
+    return Figure("mixtures.png", _png(fig, tight=len(shown) <= 6), f"Mixture weights, requested vs realized{more}")
