@@ -25,6 +25,7 @@ for models whose cache is not a plain ``DynamicCache``, e.g. sliding-window laye
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -240,8 +241,6 @@ class Generator:
 
     def _decode_loop(self, encoded: list[list[int]], order: list[int], spec: GenerationSpec,
                      out: list[list[Completion]], on_progress: Callable[[int], None] | None) -> None:
-        from transformers import DynamicCache
-
         n = spec.n
         slots = self.batch_size * n  # rows decoded together
         refill_at = max(1, self.batch_size // 4) * n  # free rows that trigger a prefill of new prompts
@@ -294,7 +293,7 @@ class Generator:
                         new_mask[j, width - len(encoded[i]):] = 1
                     ids, new_mask = ids.to(self.device), new_mask.to(self.device)
                     new_pos = (new_mask.cumsum(-1) - 1).clamp(min=0)
-                    new_cache = DynamicCache(config=self.model.config)
+                    new_cache = _roomy_cache(self.model.config)
                     logits = self._forward(ids, new_mask, new_pos, new_cache)
                     # n samples share one prefill: repeat its cache, mask and logits per sample
                     if n > 1:
@@ -339,6 +338,56 @@ class Generator:
                     if first > 0:
                         _trim_left(cache, first)
                         mask = mask[:, first:]
+
+
+def _roomy_cache(config):
+    """A ``DynamicCache`` whose layers append into spare room (``RoomyLayer``)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=config)
+    roomy = _roomy_layer_class()
+    cache.layers = [roomy() for _ in cache.layers]
+    return cache
+
+
+@functools.cache
+def _roomy_layer_class() -> type:
+    """Built on first use, so importing this module does not import transformers (~2 s)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class RoomyLayer(DynamicLayer):
+        """A ``DynamicLayer`` that writes each new position into spare room instead of re-allocating.
+
+        ``DynamicLayer.update`` concatenates the new keys/values onto the whole cache, a copy of every
+        layer's cache at every decoded token (profile: ``torch.cat`` ~6% of the loop's time at 64 new
+        tokens, ~10% at 256, growing with the cache). Here ``keys``/``values`` are views of buffers with
+        ``SPARE`` positions of room, so a step writes one position; the buffers are re-allocated (one
+        copy) only when full or when the batch changed the tensors (rows dropped, prompts joined,
+        columns trimmed). Same values, same attention: greedy outputs are unchanged (tested).
+        """
+
+        SPARE = 64
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            old, new = (self.keys.shape[-2] if self.keys.numel() else 0), key_states.shape[-2]
+            ours = getattr(self, "_views", None)
+            if ours is None or ours[0] is not self.keys or ours[1] is not self.values \
+                    or old + new > self._kbuf.shape[-2]:
+                shape = (*key_states.shape[:-2], old + new + self.SPARE, key_states.shape[-1])
+                kbuf, vbuf = key_states.new_empty(shape), value_states.new_empty(shape)
+                if old:
+                    kbuf[..., :old, :] = self.keys
+                    vbuf[..., :old, :] = self.values
+                self._kbuf, self._vbuf = kbuf, vbuf
+            self._kbuf[..., old:old + new, :] = key_states
+            self._vbuf[..., old:old + new, :] = value_states
+            self.keys, self.values = self._kbuf[..., :old + new, :], self._vbuf[..., :old + new, :]
+            self._views = (self.keys, self.values)
+            return self.keys, self.values
+
+    return RoomyLayer
 
 
 def _merge(cache, mask: torch.Tensor, new_cache, new_mask: torch.Tensor):
