@@ -169,3 +169,45 @@ def test_winogrande_partial_scoring_matches_lm_eval(tiny, data_dir, tmp_path):
     for a, b in zip(mine, theirs, strict=True):
         assert a["lls"] == pytest.approx([r[0] for r in b["filtered_resps"]], abs=1e-4)
         assert a["acc"] == b["acc"]
+
+
+def _wikitext_paragraphs(data_dir: Path, n: int) -> list[str]:
+    lines = (data_dir / "corpus_wikitext2" / "test.txt").read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if len(line.split()) > 30][:n]
+
+
+def test_texts_longer_than_the_window_match_lm_eval_rolling(tiny_short, data_dir):
+    """An empty-context continuation longer than the 40-token window is scored in lm-eval's
+    ``loglikelihood_rolling`` windows (its own window function and scoring code), not failed."""
+    from lm_eval import utils
+
+    texts = [t[:600] for t in _wikitext_paragraphs(data_dir, 12)]
+    scorer = Scorer(tiny_short.model, tiny_short.tokenizer, batch_size=4)
+    mine = scorer.score_pairs([("", t) for t in texts])
+    lm = lm_eval_model(tiny_short, batch_size=8)
+    assert lm.max_length == scorer.max_length == 40
+    for text, got in zip(texts, mine, strict=True):
+        toks = tiny_short.tokenizer(text, add_special_tokens=False)["input_ids"]
+        windows = [utils.make_disjoint_window(w) for w in utils.get_rolling_token_windows(
+            token_list=toks, prefix_token=lm.prefix_token_id, max_seq_len=lm.max_length, context_len=1)]
+        theirs = lm._loglikelihood_tokens([(None, *w) for w in windows], disable_tqdm=True)
+        assert got.windows == len(windows) and got.n_tokens == len(toks)
+        assert got.logprob == pytest.approx(sum(ll for ll, _ in theirs), rel=1e-6, abs=1e-4)
+        assert got.is_greedy == all(g for _, g in theirs)
+    assert sum(s.windows >= 3 for s in mine) >= len(mine) // 2, "too few texts span several windows"
+
+
+def test_worker_processes_give_the_results_of_one(tiny, data_dir):
+    """Two forked workers score the same batches as one process: every result is identical."""
+    import torch
+
+    spec = get_task("arc_easy")
+    docs, _ = load_docs(spec)
+    groups = [it.pairs for it in build_items(spec, docs[:N])]
+    torch.set_num_threads(1)
+    one = Scorer(tiny.model, tiny.tokenizer, batch_size=3).score_groups(groups)
+    seen: list[int] = []
+    two = Scorer(tiny.model, tiny.tokenizer, batch_size=3, workers=2).score_groups(groups, seen.append)
+    assert two == one
+    assert sum(seen) == N and len(seen) == -(-N // 3)  # every batch reported once, whoever ran it
+    assert torch.get_num_threads() == 1  # the thread setting is restored

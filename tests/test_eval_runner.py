@@ -39,14 +39,14 @@ def test_results_items_resume_and_crash_isolation(model_dir, tmp_path, monkeypat
     ok = load_task(_write(tmp_path, "ok"))
     bpb = load_task(_write(tmp_path, "bits", kind="bpb", metrics=["bpb"]))
     missing = load_task(_write(tmp_path, "gone", data={"path": str(tmp_path / "nope.jsonl")}))
-    # a continuation longer than the window makes this task fail while scoring
-    (tmp_path / "long.jsonl").write_text(json.dumps({"question": "a", "choices": ["x " * 600, "y"], "label": 0}) + "\n")
-    crash = load_task(_write(tmp_path, "crash", data={"path": str(tmp_path / "long.jsonl")}))
+    # a choice that encodes to no tokens at all makes this task fail while scoring
+    (tmp_path / "empty.jsonl").write_text(json.dumps({"question": "a", "choices": ["", "y"], "label": 0}) + "\n")
+    crash = load_task(_write(tmp_path, "crash", data={"path": str(tmp_path / "empty.jsonl")}, target_delimiter=""))
     out = tmp_path / "out"
     res = runner.evaluate(loaded, [crash, ok, bpb, missing], out, batch_size=4)
 
     assert set(res) == {"crash", "ok", "bits", "gone"}
-    assert "exceeds the model window" in res["crash"]["error"]
+    assert "encodes to zero tokens" in res["crash"]["error"]
     assert (out / "tasks" / "crash" / "error.json").is_file()
     assert res["gone"] == {"skipped": "data not found", "path": str(tmp_path / "nope.jsonl")}
     assert res["ok"]["n"] == 8 and 0 <= res["ok"]["acc"] <= 1
@@ -101,3 +101,25 @@ def test_cli_eval_writes_results(model_dir, tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert res["cli_task"]["n"] == 3 and set(res["cli_task"]) >= {"acc", "acc_norm", "n"}
     assert main(["eval", "--model", str(tmp_path / "missing"), "--tasks", str(task), "--out", str(out)]) == 2
+
+
+def test_items_longer_than_the_window_are_scored_not_failed(model_dir, tmp_path):
+    """A 16-token window: contexts are left-truncated and a 600-token choice is scored in rolling
+    windows; the rows and result.json say how many items that touched."""
+    loaded = load_model(str(model_dir))
+    (tmp_path / "long.jsonl").write_text(
+        json.dumps({"question": "the answer is " * 20, "choices": ["x " * 600, "y"], "label": 0}) + "\n"
+        + json.dumps({"question": "short", "choices": ["a", "b"], "label": 1}) + "\n")
+    mc = load_task(_write(tmp_path, "long_mc", data={"path": str(tmp_path / "long.jsonl")}))
+    bpb = load_task(_write(tmp_path, "long_bpb", data={"path": str(tmp_path / "long.jsonl")}, kind="bpb", metrics=["bpb"]))
+    out = tmp_path / "out"
+    res = runner.evaluate(loaded, [mc, bpb], out, max_length=16, workers=2)
+    assert res["long_mc"]["n"] == 2 and res["long_bpb"]["n"] == 2
+    rows = [json.loads(line) for line in (out / "tasks" / "long_mc" / "items.jsonl").read_text().splitlines()]
+    n = rows[0]["n_tokens"][0]
+    assert n > 600 and rows[0]["windows"][0] in (-(-n // 16), -(-n // 16) + 1)  # the grid may cut one more
+    assert rows[0]["truncated"][1] > 0 and "truncated" not in rows[1] and "windows" not in rows[1]
+    assert all(math.isfinite(ll) for r in rows for ll in r["lls"])
+    result = json.loads((out / "tasks" / "long_mc" / "result.json").read_text())
+    assert result["windowing"] == {"window": 16, "truncated_items": 1, "windowed_items": 1}
+    assert "windowing" not in result["metrics"]

@@ -19,6 +19,7 @@ def eval_command(
     adapter: Path = typer.Option(None, "--adapter", help="LoRA adapter directory (peft), merged into the model."),
     limit: int = typer.Option(None, "--limit", help="Score only the first N items of each task."),
     batch_size: int = typer.Option(32, "--batch-size", help="Items (each with all its choices) per forward pass."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes sharing log-likelihood scoring on CPU, one torch thread each (0: one per torch thread)."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
     max_length: int = typer.Option(None, "--max-length", help="Context window (default: from the model config)."),
     gen_batch_size: int = typer.Option(16, "--gen-batch-size", help="Prompts per generation batch (generate/code/judge)."),
@@ -56,13 +57,22 @@ def eval_command(
 
         results = evaluate(loaded, specs, out, limit=limit, batch_size=batch_size, max_length=max_length,
                            progress=on_progress, judge=judge, gen_batch_size=gen_batch_size,
-                           max_new_tokens=max_new_tokens, judge_cache=judge_cache)
+                           max_new_tokens=max_new_tokens, judge_cache=judge_cache,
+                           workers=workers or _auto_workers(device))
     _print_table(results)
     console.print(f"results: {out / 'results.json'}")
     failed = failed_tasks(results)
     if failed:
         exit_failed(list(failed.items()), f"{len(failed)} of {len(results)} task(s)",
                     f"tracebacks in {out / 'tasks'}/<task>/error.json; run the command again to retry them")
+
+
+def _auto_workers(device: str) -> int:
+    """One scoring process per torch thread on CPU (the threads are split among them): on small
+    models a forward pass is largely Python and small ops that threads do not speed up."""
+    import torch
+
+    return min(torch.get_num_threads(), 8) if device == "cpu" else 1
 
 
 def lm_eval_command(

@@ -89,12 +89,24 @@ def prepare(spec: TaskSpec, limit: int | None = None, data_dir: str | Path | Non
 
 def score_task(spec: TaskSpec, items: list[Item], scorer: Scorer,
                on_progress: Callable[[int], None] | None = None) -> tuple[dict[str, Any], list[dict]]:
-    """Score a prepared task: (summary metrics with stderr, per-item rows)."""
+    """Score a prepared task: (summary metrics with stderr, per-item rows).
+
+    Items longer than the model's window are scored, not failed: a context is left-truncated as
+    lm-eval does, a continuation longer than the window is scored in rolling windows. Their rows
+    say so (``truncated``: context tokens unseen per request, ``windows``) and the summary counts
+    them under ``windowing`` (kept out of the metrics)."""
     scored = scorer.score_groups([it.pairs for it in items], on_progress)
     rows: list[dict[str, Any]] = []
+    n_truncated = n_windowed = 0
     for it, res in zip(items, scored, strict=True):
         lls = [s.logprob for s in res]
         row: dict[str, Any] = {"id": it.id, "lls": lls, "n_tokens": [s.n_tokens for s in res]}
+        if any(s.truncated for s in res):
+            row["truncated"] = [s.truncated for s in res]
+            n_truncated += 1
+        if any(s.windows > 1 for s in res):
+            row["windows"] = [s.windows for s in res]
+            n_windowed += 1
         if spec.kind == "bpb":
             nll = -lls[0]
             row.update(nll=nll, n_bytes=it.n_bytes, bpb=M.bits_per_byte(nll, it.n_bytes))
@@ -117,6 +129,9 @@ def score_task(spec: TaskSpec, items: list[Item], scorer: Scorer,
     if spec.kind == "bpb" and rows:
         summary["bpb_corpus"] = M.corpus_bits_per_byte([r["nll"] for r in rows], [r["n_bytes"] for r in rows])
     summary["stderr"] = stderr
+    if n_truncated or n_windowed:
+        summary["windowing"] = {"window": scorer.max_length, "truncated_items": n_truncated,
+                                "windowed_items": n_windowed}
     return summary, rows
 
 
@@ -246,8 +261,9 @@ class _Engines:
     """The scorer, generator and judge a run needs, built on first use."""
 
     def __init__(self, loaded, batch_size: int, gen_batch_size: int, max_length: int | None,
-                 judge, judge_cache, code_workers: int, data_dir):
+                 judge, judge_cache, code_workers: int, data_dir, workers: int = 1):
         self.loaded, self.batch_size, self.gen_batch_size = loaded, batch_size, gen_batch_size
+        self.workers = workers
         self.max_length, self.judge, self.judge_cache = max_length, judge, judge_cache
         self.code_workers, self.data_dir = code_workers, data_dir
         self._scorer: Scorer | None = None
@@ -257,7 +273,7 @@ class _Engines:
     def scorer(self) -> Scorer:
         if self._scorer is None:
             self._scorer = Scorer(self.loaded.model, self.loaded.tokenizer, batch_size=self.batch_size,
-                                  max_length=self.max_length)
+                                  max_length=self.max_length, workers=self.workers)
         return self._scorer
 
     @property
@@ -370,6 +386,7 @@ def evaluate(
     max_new_tokens: int | None = None,
     judge_cache: str | Path | None = None,
     code_workers: int = 2,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Evaluate ``loaded`` (a :class:`~mixlab.models.pretrained.LoadedModel`) on ``specs``.
 
@@ -378,7 +395,8 @@ def evaluate(
     ``gen_batch_size`` is prompts per generation batch; ``max_new_tokens`` caps every generative
     task's answers (it changes the task's fingerprint, so results are kept apart); ``judge_cache``
     is the judgment cache folder (default under the mixlab cache); ``code_workers`` sandboxed
-    programs run at once.
+    programs run at once; ``workers`` processes share log-likelihood scoring (see
+    :class:`~mixlab.eval.scoring.Scorer`; results do not depend on it).
     """
     out = Path(out_dir)
     if max_new_tokens is not None:
@@ -386,7 +404,8 @@ def evaluate(
                  if s.kind in ("generate", "code", "judge") else s for s in specs]
     prepared = [prepare(s, limit, data_dir) for s in specs]  # every error in task files surfaces here
     preflight(prepared, judge)  # missing or unreachable judge, no sandbox: fail before any work
-    engines = _Engines(loaded, batch_size, gen_batch_size, max_length, judge, judge_cache, code_workers, data_dir)
+    engines = _Engines(loaded, batch_size, gen_batch_size, max_length, judge, judge_cache, code_workers, data_dir,
+                       workers)
     results: dict[str, Any] = {}
     for p in prepared:
         spec, task_dir = p.spec, out / "tasks" / p.spec.name
@@ -428,7 +447,8 @@ def _run_one(p: Prepared, engines: _Engines, identity: dict, key: str, task_dir:
     atomic.write_jsonl(task_dir / "items.jsonl", rows)
     result = {
         "key": key, "status": "done", "task": describe(spec), **identity, "limit": limit,
-        "metrics": {k: v for k, v in summary.items() if k != "stderr"}, "stderr": summary["stderr"],
+        "metrics": {k: v for k, v in summary.items() if k not in ("stderr", "windowing")},
+        "stderr": summary["stderr"], **({"windowing": summary["windowing"]} if "windowing" in summary else {}),
         **engines.extra(p),
         "n": summary["n"], "items": "items.jsonl", "seconds": round(time.perf_counter() - t0, 3),
         "engine_version": ENGINE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
