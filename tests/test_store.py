@@ -87,11 +87,24 @@ def test_rebuild_replaces_a_broken_database(tree, tmp_path):
         assert [t["task"] for t in s.task_rows()] == [t["task"] for t in want_tasks]
 
 
-def test_unreadable_result_file_names_the_file(tree, tmp_path):
+def test_unreadable_result_file_is_moved_aside_and_requeued(tree, tmp_path):
     bad = tree / "base" / "step-0" / "tasks" / "arc" / "result.json"
     bad.write_text("{not json")
-    with St.Store(tmp_path / "s.sqlite") as s, pytest.raises(DataError, match=str(bad)):
+    with St.Store(tmp_path / "s.sqlite") as s:
         s.index_unit_dir(bad.parents[2])
+        assert [t["task"] for t in s.task_rows()] == ["wiki"]  # arc is queued again, never used
+        [event] = St.requeued(s)
+        assert (event["unit"], event["task"], event["owner"]) == ("base/step-0", "arc", "rebuild")
+        assert event["detail"].startswith("result.json does not parse (Expecting property name")
+    assert not bad.exists() and bad.with_name("result.json.corrupt").read_text() == "{not json"
+
+
+def test_unreadable_database_says_how_to_rebuild_it(tmp_path):
+    db = tmp_path / "s.sqlite"
+    db.write_bytes(b"garbage, not a database" * 100)
+    assert St.problem(db) == "file is not a database"
+    with pytest.raises(DataError, match=r"s.sqlite: not a readable results database .*`mixlab status CONFIG --rebuild`"):
+        St.Store(db)
 
 
 TASKS = [("arc", "h1"), ("wiki", "h2")]

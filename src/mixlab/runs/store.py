@@ -18,8 +18,12 @@ Tables:
   task version and hash, the error, the result file.
 - ``results``: one row per (unit, task, metric): value, n, stderr, direction.
 - ``claims``: who is computing a (unit, task) right now: owner, pid, host, heartbeat time.
-- ``events``: an append-only audit log (claimed, reclaimed, computed, reused, failed) that shows
-  every computation a sweep made; not rebuilt from files.
+- ``events``: an append-only audit log (claimed, reclaimed, computed, reused, failed, requeued) that
+  shows every computation a sweep made; not rebuilt from files.
+
+A result file that does not parse or lacks what a result must hold (a torn disk, a bad copy, an edit)
+is never used: whoever meets it (a rebuild, a sweep's start-up) moves it aside to
+``result.json.corrupt``, logs a ``requeued`` event saying why, and the task is computed again.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from mixlab.errors import DataError
 
 SCHEMA_VERSION = 1
 UNIT_FILE = "unit.json"
+CORRUPT_SUFFIX = ".corrupt"
 LOWER_IS_BETTER = frozenset({"bpb", "bpb_corpus"})  # every other metric scores higher when better
 
 _SCHEMA = """
@@ -142,13 +147,18 @@ class Store:
         # autocommit mode: transactions are explicit (``transaction()``), so claims are atomic
         self.db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
         self.db.row_factory = sqlite3.Row
-        self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = NORMAL")  # in WAL mode: durable against process kills
-        with self.transaction():
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
-                self.db.execute(stmt)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        try:
+            self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")  # in WAL mode: durable against process kills
+            with self.transaction():
+                for stmt in filter(str.strip, _SCHEMA.split(";")):
+                    self.db.execute(stmt)
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise DataError(f"not a readable results database ({e}); it is only an index of the result files: "
+                            "rebuild it with `mixlab status CONFIG --rebuild`", self.path) from None
 
     def close(self) -> None:
         self.db.close()
@@ -210,6 +220,9 @@ class Store:
         with self.transaction() as db:
             _put_unit(db, u)
             for task_dir, kind, content in found:
+                if kind == "corrupt":
+                    _requeue(db, "rebuild", u.unit, task_dir, content["why"])
+                    continue
                 if kind == "result":
                     _put_result(db, u.unit, content, task_dir / "result.json")
                 else:
@@ -241,6 +254,9 @@ class Store:
                 task = task_dir.name
                 claim = db.execute("SELECT * FROM claims WHERE unit = ? AND task = ?", (u.unit, task)).fetchone()
                 if claim is not None and claim["owner"] != owner and _live(claim, now, claim_timeout_s, host):
+                    continue
+                if kind == "corrupt":
+                    _requeue(db, owner, u.unit, task_dir, content["why"])
                     continue
                 if kind == "error":
                     _put_error(db, u.unit, task_dir, content)
@@ -368,9 +384,32 @@ def read_unit(unit_dir: str | Path) -> Unit | None:
         raise DataError(f"not a unit file ({e}); delete it and re-run the sweep to rewrite it", p) from None
 
 
+def problem(store_path: str | Path) -> str | None:
+    """Why the database at ``store_path`` cannot be trusted (not a database, a failed integrity
+    check), or None if it is sound or absent."""
+    path = Path(store_path)
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = [r[0] for r in db.execute("PRAGMA quick_check")]
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as e:
+        return str(e)
+    return None if rows == ["ok"] else "; ".join(rows[:3])
+
+
+def requeued(store: Store) -> list[dict[str, Any]]:
+    """The ``requeued`` events: result files found corrupt, moved aside, to be computed again."""
+    return [e for e in store.events() if e["event"] == "requeued"]
+
+
 def rebuild(store_path: str | Path, roots: Iterable[str | Path]) -> Store:
     """Recreate the database at ``store_path`` from the unit directories under ``roots`` (any
-    folders holding ``unit.json`` files, at any depth). The old database is replaced atomically."""
+    folders holding ``unit.json`` files, at any depth). The old database is replaced atomically,
+    whatever state it is in; corrupt result files are moved aside and logged (:func:`requeued`)."""
     store_path = Path(store_path)
     tmp = store_path.with_name(f".{store_path.name}.rebuild-{os.getpid()}")
     for suffix in ("", "-wal", "-shm"):
@@ -447,7 +486,8 @@ def _mtime(path: Path) -> float:
 
 
 def _scan_tasks(unit_dir: Path, skip: set[str] = frozenset()) -> list[tuple[Path, str, dict[str, Any]]]:
-    """(task dir, 'result' | 'error', content) for every task file of a unit not in ``skip``."""
+    """(task dir, 'result' | 'error' | 'corrupt', content) for every task file of a unit not in
+    ``skip``; a corrupt file's content is ``{"why": ...}``."""
     out: list[tuple[Path, str, dict[str, Any]]] = []
     tasks = unit_dir / "tasks"
     if not tasks.is_dir():
@@ -457,8 +497,37 @@ def _scan_tasks(unit_dir: Path, skip: set[str] = frozenset()) -> list[tuple[Path
             p = task_dir / name
             if p.is_file():
                 try:
-                    out.append((task_dir, kind, json.loads(p.read_text(encoding="utf-8"))))
-                except ValueError as e:
-                    raise DataError(f"unreadable result file ({e}); delete it to recompute the task", p) from None
+                    content = json.loads(p.read_text(encoding="utf-8"))
+                except (ValueError, UnicodeDecodeError) as e:
+                    out.append((task_dir, "corrupt", {"why": f"{p.name} does not parse ({e})"}))
+                    break
+                why = _malformed(task_dir, content) if kind == "result" else (
+                    None if isinstance(content, dict) else "error.json is not an object")
+                out.append((task_dir, "corrupt", {"why": why}) if why else (task_dir, kind, content))
                 break
     return out
+
+
+def _malformed(task_dir: Path, result: Any) -> str | None:
+    """What makes a parsed ``result.json`` unusable, or None."""
+    if not isinstance(result, dict):
+        return "result.json is not an object"
+    task = result.get("task")
+    if not isinstance(task, dict) or task.get("name") != task_dir.name:
+        return f"result.json does not describe task {task_dir.name!r}"
+    if not isinstance(result.get("key"), str) or not isinstance(result.get("metrics"), dict):
+        return "result.json has no key or no metrics"
+    if result.get("items") and not (task_dir / str(result["items"])).is_file():
+        return f"its per-item file {result['items']} is missing"
+    return None
+
+
+def _requeue(db: sqlite3.Connection, owner: str, unit: str, task_dir: Path, why: str) -> None:
+    """Move a corrupt task file aside (kept for inspection) so the task is computed again; log it."""
+    for name in ("result.json", "error.json"):
+        p = task_dir / name
+        if p.is_file():
+            os.replace(p, p.with_name(name + CORRUPT_SUFFIX))
+    db.execute("DELETE FROM results WHERE unit = ? AND task = ?", (unit, task_dir.name))
+    db.execute("DELETE FROM tasks WHERE unit = ? AND task = ?", (unit, task_dir.name))
+    _log(db, owner, unit, task_dir.name, "requeued", f"{why}; moved aside to {task_dir.name}/*{CORRUPT_SUFFIX}")
