@@ -76,14 +76,22 @@ def fit_cmd(
     t = Table(title=f"{cfg.folds}-fold out-of-fold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     longest = max(map(len, res.cv["per_metric"]), default=6)
     t.add_column("metric", overflow="fold", min_width=max(9, min(longest, console.width - 46)))
-    for name in ("spearman", "pearson", "rmse", "top-decile\nspearman"):
+    noise = res.cv.get("noise") or {}
+    has_noise = bool(noise.get("anchors"))
+    for name in ("spearman", "pearson", "rmse", "top-decile\nspearman", *(("noise\nsd",) if has_noise else ())):
         t.add_column(name, justify="right", no_wrap=True)
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     for m, s in res.cv["per_metric"].items():
-        t.add_row(m, fmt(s["spearman"]), fmt(s["pearson"]), f"{s['rmse']:.4g}", fmt(s["top_decile_spearman"]))
+        t.add_row(m, fmt(s["spearman"]), fmt(s["pearson"]), f"{s['rmse']:.4g}", fmt(s["top_decile_spearman"]),
+                  *((f"{s['noise_sd']:.4g}",) if has_noise else ()))
     o = res.cv["aggregate"]["objective"]
-    t.add_row("[bold]objective[/]", fmt(o["spearman"]), fmt(o["pearson"]), f"{o['rmse']:.4g}", fmt(o["top_decile_spearman"]))
+    t.add_row("[bold]objective[/]", fmt(o["spearman"]), fmt(o["pearson"]), f"{o['rmse']:.4g}", fmt(o["top_decile_spearman"]),
+              *((f"{noise['objective']['noise_sd']:.4g}",) if has_noise else ()))
     console.print(t)
+    if has_noise:
+        console.print(f"noise floor from {noise['anchors']} repeated mixture(s) ({noise['repeats']} runs): rmse at or "
+                      f"below the noise sd is as good as repeats allow; runs {'weighted' if noise['weighted'] else 'not weighted'}"
+                      " by 1 / predicted noise variance", highlight=False)
     console.print(f"wrote [bold]{out}[/] in {time.perf_counter() - t0:.1f}s")
 
 
@@ -217,6 +225,13 @@ def _print_proposal(res: dict[str, Any]) -> None:
                   f"{o['expected_optimism']:.3f}; best observed {best['objective']:.3f} (predicted "
                   f"{best['predicted_objective']:.3f}), prior predicted {res['prior']['predicted_objective']:.3f}",
                   highlight=False)
+    nz = res.get("noise") or {}
+    if nz.get("exceeds_noise") is None:
+        console.print(f"noise: {nz.get('note', 'unknown')}", highlight=False)
+    else:
+        console.print(f"noise: expected improvement over the best observed run {nz['improvement']:.3f} "
+                      f"{'exceeds' if nz['exceeds_noise'] else 'does NOT exceed'} {nz['z']:g} x the repeat-noise sd of "
+                      f"the difference ({nz['noise_sd_difference']:.3f})", highlight=False)
     sup = res["support"]
     console.print(f"support: distance (total variation) {sup['hull_tv']:.3f} from the swarm's convex hull, "
                   f"{sup['nearest_run_tv']:.3f} from the nearest run {sup['nearest_run']} (runs' median distance "

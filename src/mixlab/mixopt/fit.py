@@ -27,8 +27,10 @@ from mixlab import atomic
 from mixlab.config import StrictModel, dump_yaml, load_config, read_yaml
 from mixlab.errors import DataError
 from mixlab.mixopt import io
+from mixlab.mixopt.noise import NoiseModel, repeat_groups
 from mixlab.mixopt.propose import (
     FinetuneConfig,
+    Objective,
     ProposeConfig,
     finetune_proposal,
     propose_from_model,
@@ -55,6 +57,8 @@ class FitConfig(StrictModel):
     directions: dict[str, Literal["min", "max"]] = Field(default_factory=dict)
     folds: int = Field(5, ge=2)
     seed: int = 0
+    noise_weighting: bool = Field(True, description="when mixtures were repeated (swarm `repeats:`), weight each run "
+                                                    "by 1 / its noise variance predicted from the repeats")
     sum_tolerance: float = Field(io.SUM_TOLERANCE, gt=0, lt=0.5,
                                  description="rows whose weights sum to 1 within this are renormalized (rounded "
                                              "files); beyond it a row is an error")
@@ -72,6 +76,7 @@ class FitResult:
     directions: dict[str, str]
     priors: dict[str, float] | None
     priors_source: str | None = None
+    noise: NoiseModel | None = None
 
     def prior_vector(self) -> np.ndarray:
         """The natural mixture: the priors when given, else the swarm's mean mixture (swarms centre on
@@ -146,23 +151,46 @@ def canonical(data: io.SwarmData) -> io.SwarmData:
 def fit_swarm(data: io.SwarmData, regressor: str = "loglinear", *, folds: int = 5, seed: int = 0,
               options: Mapping[str, Any] | None = None, directions: Mapping[str, str] | None = None,
               priors: Mapping[str, float] | None = None, priors_source: str | None = None,
-              step: Step | None = None) -> FitResult:
+              step: Step | None = None, noise_weighting: bool = True) -> FitResult:
     """Out-of-fold predictions (K-fold, seeded), the CV report, and the final model on all runs.
 
     Runs and domains are put in sorted order first, so the order of rows and columns in the
     files cannot change folds, fits or figures (the same swarm always gives the same fit).
+    Runs sharing a mixture (seed repeats) share a fold, and their spread gives the noise model
+    (:mod:`mixlab.mixopt.noise`): with ``noise_weighting`` every run is weighted by 1 / its
+    predicted noise variance, and ``cv["noise"]`` reports the noise floor beside the error.
     """
     data = canonical(data)
     dirs = resolve_directions(data.metric_names, directions, default="min")
-    oof = out_of_fold(regressor, data.weights, data.metrics, folds, seed, dict(options or {}), step)
+    groups = repeat_groups(data.weights)
+    repeated = len(np.unique(groups)) < len(groups)
+    noise = NoiseModel.estimate(data.weights, data.metrics, data.metric_names, groups) if repeated else None
+    sw = noise.weights(data.weights) if noise is not None and noise_weighting else None
+    oof = out_of_fold(regressor, data.weights, data.metrics, folds, seed, dict(options or {}), step,
+                      sample_weight=sw, groups=groups if repeated else None)
     model = MixtureModel.fit(regressor, data.domains, data.metric_names, data.weights, data.metrics, seed,
-                             dict(options or {}), step)
+                             dict(options or {}), step, sample_weight=sw)
     cv = cv_report(data.metric_names, data.metrics, oof, dirs)
+    cv["noise"] = noise_report(noise, data, dirs, sw is not None)
+    if noise is not None:
+        for m, f in noise.floor().items():
+            cv["per_metric"][m].update(f)
     cv.update({"folds": folds, "seed": seed, "regressor": regressor, "n_runs": len(data.runs),
                "directions_inferred": {m: m not in (directions or {}) for m in data.metric_names},
                "ratios_renormalized": data.renormalized.as_json() if data.renormalized else None})
     return FitResult(None, model, data, oof, cv, dirs, dict(priors) if priors else None,
-                     priors_source if priors else None)
+                     priors_source if priors else None, noise)
+
+
+def noise_report(noise: NoiseModel | None, data: io.SwarmData, dirs: Mapping[str, str], weighted: bool) -> dict[str, Any]:
+    """The noise floor: per-metric repeat sd (in ``per_metric``) and the equal-weight objective's, in z units."""
+    if noise is None:
+        return {"anchors": 0, "weighted": False,
+                "note": "no mixture was repeated: noise unknown (add `repeats:` to the swarm config)"}
+    obj = Objective.build(data.metric_names, data.metrics, {m: 1.0 for m in data.metric_names}, dirs)
+    on = NoiseModel.estimate(data.weights, obj.value(data.metrics)[:, None], ["objective"])
+    return {"anchors": int(len(noise.counts)), "repeats": noise.counts.tolist(), "weighted": weighted,
+            "model": "inverse-distance-weighted log variance of the anchors", "objective": on.floor()["objective"]}
 
 
 def write_fit(res: FitResult, out: str | Path, meta: dict[str, Any]) -> Path:
@@ -173,6 +201,8 @@ def write_fit(res: FitResult, out: str | Path, meta: dict[str, Any]) -> Path:
     with atomic.directory(out) as tmp:
         atomic.write_json(tmp / "model.json", res.model.state())
         atomic.write_json(tmp / "cv.json", res.cv)
+        if res.noise is not None:
+            atomic.write_json(tmp / "noise.json", res.noise.state())
         atomic.write_json(tmp / "fit.json", {**meta, "domains": d.domains, "metrics": d.metric_names,
                                              "directions": res.directions, "priors": res.priors,
                                              "priors_source": res.priors_source,
@@ -210,7 +240,8 @@ def fit_config(cfg: FitConfig, out: str | Path | None = None, step: Step | None 
         raise DataError(f"{e} (priors from {source}; set `priors:` to use others)") from None
     data = _select_metrics(data, cfg.fit_metrics, cfg.metrics)
     res = fit_swarm(data, cfg.regressor, folds=cfg.folds, seed=cfg.seed, options=cfg.options,
-                    directions=cfg.directions, priors=priors, priors_source=source, step=step)
+                    directions=cfg.directions, priors=priors, priors_source=source, step=step,
+                    noise_weighting=cfg.noise_weighting)
     if out is not None:
         meta = {**base_meta(cfg, cfg.seed), "timings": {"fit_s": round(time.perf_counter() - t0, 3)},
                 "config": cfg.model_dump(mode="json")}
@@ -228,8 +259,10 @@ def load_fit(path: str | Path) -> FitResult:
     model = MixtureModel.from_state(json.loads((path / "model.json").read_text()))
     data = io.read_swarm(path / "ratios.csv", path / "metrics.csv")
     oof = io.read_metrics(path / "oof.csv").reorder(data.runs).select(data.metric_names)
+    noise = (NoiseModel.from_state(json.loads((path / "noise.json").read_text()))
+             if (path / "noise.json").is_file() else None)
     return FitResult(path, model, data, oof, json.loads((path / "cv.json").read_text()), info["directions"],
-                     info.get("priors"), info.get("priors_source"))
+                     info.get("priors"), info.get("priors_source"), noise)
 
 
 def _as_fit(fit_or_dir: FitResult | str | Path) -> FitResult:

@@ -600,6 +600,19 @@ def uncertainty(x: np.ndarray, predicted: float, model_std: float | None, X: np.
             "neighbours": int(k)}
 
 
+def noise_check(X: np.ndarray, y_obj: np.ndarray, best: int, x: np.ndarray, expected: float) -> dict[str, Any]:
+    """Whether the proposal's expected objective beats the best observed run by more than the repeat-seed
+    noise predicted at both mixtures (:mod:`mixlab.mixopt.noise`); ``exceeds_noise`` is None without repeats."""
+    from mixlab.mixopt.noise import NoiseModel, improvement_check
+
+    nm = NoiseModel.estimate(X, y_obj[:, None], ["objective"])
+    if nm is None:
+        return {"exceeds_noise": None, "improvement": float(y_obj[best] - expected),
+                "note": "no mixture was repeated, so the noise is unknown; add `repeats:` to the swarm config"}
+    v = nm.predict_var(np.vstack([X[best], x]))[:, 0]
+    return improvement_check(float(y_obj[best]), float(expected), math.sqrt(v[0]), math.sqrt(v[1]))
+
+
 def objective_weights(metrics: Sequence[str], objective: Mapping[str, MetricObjective]) -> dict[str, float]:
     """Listed metrics take their weight; unlisted ones weigh 0 once any listed weight is > 0, else 1
     (so ``--weight acc=0`` means "everything but acc", and listing one metric means "just that")."""
@@ -636,6 +649,7 @@ def propose_from_model(model: MixtureModel, X: np.ndarray, Y: np.ndarray, oof: n
     obj_pred = float(obj.value(pred[None, :])[0])
     obj_std = obj.std(S)
     unc = uncertainty(x, obj_pred, None if obj_std is None else float(obj_std[0]), X, y_obj, oof_obj)
+    noise = noise_check(X, y_obj, best_obs, x, unc["expected_realized"])
     p = prior / prior.sum()
     prior_in = project(p, bounds.lower, bounds.upper)[0]
     at_prior = model.predict(prior_in[None, :])[0]
@@ -663,6 +677,7 @@ def propose_from_model(model: MixtureModel, X: np.ndarray, Y: np.ndarray, oof: n
         "prior": {"weights": {d: float(v) for d, v in zip(model.domains, p)}, "source": prior_source,
                   "predicted_objective": float(obj.value(at_prior[None, :])[0])},
         "support": support(x, X, runs, model.domains),
+        "noise": noise,
         "bounds": {d: [float(bounds.lower[j]), float(bounds.upper[j]), bounds.why_upper[j]]
                    for j, d in enumerate(model.domains)},
         "active_constraints": active,

@@ -70,8 +70,29 @@ def _huber_refits(resid, jac, start, delta: float | None, bounds=(-np.inf, np.in
     return r, d
 
 
+def _norm_weights(w: np.ndarray | None, n: int) -> np.ndarray | None:
+    """Sample weights rescaled to mean 1 (None stays None): least-squares laws only need their ratios,
+    and mean 1 keeps the Huber threshold in the units of an average run."""
+    if w is None:
+        return None
+    w = np.asarray(w, dtype=np.float64)
+    if w.shape != (n,) or not np.isfinite(w).all() or (w <= 0).any():
+        raise ValueError(f"sample_weight must be {n} finite positive numbers")
+    return w / w.mean()
+
+
+def _weighted(resid, jac, sw: np.ndarray | None):
+    """Residuals and Jacobian scaled by ``sqrt(weight)``: weighted least squares through the same solver."""
+    if sw is None:
+        return resid, jac
+    return (lambda p: sw * resid(p)), (lambda p: sw[:, None] * jac(p))
+
+
 class Regressor:
-    """Common interface; subclasses set ``name`` and implement ``fit``, ``predict``, ``state``."""
+    """Common interface; subclasses set ``name`` and implement ``fit``, ``predict``, ``state``.
+
+    ``fit(X, y, sample_weight)`` takes optional per-run weights (inverse noise variances, see
+    :mod:`mixlab.mixopt.noise`): runs measured more precisely pull the fit harder."""
 
     name: ClassVar[str]
     has_std: ClassVar[bool] = False
@@ -80,7 +101,8 @@ class Regressor:
         self.seed = seed
         self.options = options
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> Regressor:  # pragma: no cover - interface
+    def fit(self, X: np.ndarray, y: np.ndarray,
+            sample_weight: np.ndarray | None = None) -> Regressor:  # pragma: no cover - interface
         raise NotImplementedError
 
     def predict(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
@@ -129,8 +151,10 @@ class LogLinearLaw(Regressor):
 
     name = "loglinear"
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> LogLinearLaw:
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> LogLinearLaw:
         X = np.asarray(X, dtype=np.float64)
+        w = _norm_weights(sample_weight, len(X))
+        self._sw = None if w is None else np.sqrt(w)
         yz, m, sd = _standardize(np.asarray(y, dtype=np.float64))
         sums = X.sum(axis=1)
         intercept = not bool(np.allclose(sums, 1.0, atol=SIMPLEX_TOLERANCE))
@@ -169,13 +193,17 @@ class LogLinearLaw(Regressor):
             e = np.exp(np.clip(A @ p[1:], -50, 50))
             return np.hstack([np.ones((len(u), 1)), e[:, None] * A])
 
+        sw = self._sw
+        resid, jac = _weighted(resid, jac, sw)
+        rows = np.ones(len(u)) if sw is None else sw
+
         lo, hi = bounds[0][1:], bounds[1][1:]
         lo, hi = lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo)  # starts strictly inside the bounds
         spread = float(u.max() - u.min()) or 1.0
         starts = []
         for q in (0.02, 0.1, 0.5, 2.0):
             c0 = float(u.min()) - q * spread
-            t0, *_ = np.linalg.lstsq(A, np.log(u - c0), rcond=None)
+            t0, *_ = np.linalg.lstsq(rows[:, None] * A, rows * np.log(u - c0), rcond=None)
             p0 = np.concatenate([[c0], np.clip(t0, lo, hi)])
             starts.append((float(np.sum(resid(p0) ** 2)), p0))
         starts.sort(key=lambda z: z[0])
@@ -215,8 +243,10 @@ class MixingLaw(Regressor):
 
     name = "mixing_law"
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> MixingLaw:
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> MixingLaw:
         X = np.asarray(X, dtype=np.float64)
+        w = _norm_weights(sample_weight, len(X))
+        self._sw = None if w is None else np.sqrt(w)
         self.eps = float(self.options.get("eps", 0.01))
         yz, m, sd = _standardize(np.asarray(y, dtype=np.float64))
         fits = [self._fit_sign(X, s * yz) + (s,) for s in (1.0, -1.0)]
@@ -241,13 +271,17 @@ class MixingLaw(Regressor):
             phi = np.exp(-L * a)
             return np.hstack([np.ones((len(u), 1)), phi, -(phi * L) * b])
 
+        sw = self._sw
+        resid, jac = _weighted(resid, jac, sw)
+        rows = np.ones(len(u)) if sw is None else sw
         lo = np.concatenate([[-np.inf], np.zeros(d), np.zeros(d)])
         hi = np.concatenate([[np.inf], np.full(d, np.inf), np.full(d, 4.0)])
         starts = []
         for a0 in (0.1, 0.3, 0.7, 1.5):
             phi = np.exp(-L * a0)
             # c free, b >= 0: nnls on [phi, 1, -1]; keep the two starts that fit best
-            coef, rnorm = optimize.nnls(np.hstack([phi, np.ones((len(u), 1)), -np.ones((len(u), 1))]), u)
+            coef, rnorm = optimize.nnls(rows[:, None] * np.hstack([phi, np.ones((len(u), 1)), -np.ones((len(u), 1))]),
+                                        rows * u)
             starts.append((rnorm, np.concatenate([[coef[d] - coef[d + 1]], coef[:d] + 1e-6, np.full(d, a0)])))
         starts.sort(key=lambda z: z[0])
         best = min((optimize.least_squares(resid, p0, jac=jac, bounds=(lo, hi), method="trf", max_nfev=200)
@@ -280,11 +314,11 @@ class Linear(Regressor):
 
     name = "linear"
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> Linear:
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> Linear:
         from sklearn.linear_model import LinearRegression
 
         X = np.asarray(X, dtype=np.float64)
-        model = LinearRegression(fit_intercept=not _is_simplex(X)).fit(X, y)
+        model = LinearRegression(fit_intercept=not _is_simplex(X)).fit(X, y, sample_weight=_norm_weights(sample_weight, len(X)))
         self.coef, self.intercept = model.coef_.astype(np.float64), float(model.intercept_)
         return self
 
@@ -312,12 +346,19 @@ def _one_thread():
     return threadpool_limits(1)
 
 
+def _saved_weights(state: dict[str, Any]) -> np.ndarray | None:
+    w = state.get("sample_weight")
+    return None if w is None else np.asarray(w, dtype=np.float64)
+
+
 class _RefitFromData(Regressor):
-    """Models saved as (training data, fitted hyperparameters) and rebuilt deterministically on load."""
+    """Models saved as (training data, weights, fitted hyperparameters) and rebuilt deterministically on load."""
+
+    w: np.ndarray | None = None
 
     def state(self) -> dict[str, Any]:
         return {"X": self.X.tolist(), "y": self.y.tolist(), "seed": self.seed, "options": self.options,
-                **self._extra_state()}
+                "sample_weight": None if self.w is None else self.w.tolist(), **self._extra_state()}
 
     def _extra_state(self) -> dict[str, Any]:
         return {}
@@ -338,10 +379,11 @@ class GradientBoosting(_RefitFromData):
             min_samples_leaf=int(o.get("min_samples_leaf", max(2, min(20, n // 10)))),
             l2_regularization=float(o.get("l2_regularization", 0.0)), early_stopping=False, random_state=self.seed)
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> GradientBoosting:
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> GradientBoosting:
         self.X, self.y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        self.w = _norm_weights(sample_weight, len(self.X))
         with _one_thread():
-            self.model = self._model(len(self.X)).fit(self.X, self.y)
+            self.model = self._model(len(self.X)).fit(self.X, self.y, sample_weight=self.w)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -350,7 +392,8 @@ class GradientBoosting(_RefitFromData):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> GradientBoosting:
-        return cls(seed=state["seed"], **state["options"]).fit(np.asarray(state["X"]), np.asarray(state["y"]))
+        return cls(seed=state["seed"], **state["options"]).fit(np.asarray(state["X"]), np.asarray(state["y"]),
+                                                               _saved_weights(state))
 
 
 class GaussianProcess(_RefitFromData):
@@ -365,15 +408,24 @@ class GaussianProcess(_RefitFromData):
         return (ConstantKernel(1.0, (1e-3, 1e3)) * RBF(np.full(d, 0.3), (1e-2, 1e2))
                 + WhiteKernel(1e-2, (1e-6, 1.0)))
 
-    def fit(self, X: np.ndarray, y: np.ndarray, theta: np.ndarray | None = None) -> GaussianProcess:
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
+            theta: np.ndarray | None = None) -> GaussianProcess:
+        """With ``sample_weight`` (inverse noise variances in the metric's units, as
+        :mod:`mixlab.mixopt.noise` gives them) each run's own noise variance is added to the
+        kernel's diagonal (sklearn's per-sample ``alpha``); the white-noise term then fits only
+        what the weights leave unexplained."""
         from sklearn.gaussian_process import GaussianProcessRegressor
 
         self.X, self.y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        self.w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        _norm_weights(self.w, len(self.X))  # validates
+        var_y = float(np.var(self.y)) or 1.0
+        alpha = 1e-10 if self.w is None else 1.0 / (self.w * var_y)  # normalize_y: alpha in units of var(y)
         kernel = self._kernel(self.X.shape[1])
         if theta is not None:  # rebuild from saved hyperparameters: no optimizer, same numbers
             kernel = kernel.clone_with_theta(np.asarray(theta))
         model = GaussianProcessRegressor(
-            kernel, normalize_y=True, optimizer=None if theta is not None else "fmin_l_bfgs_b",
+            kernel, alpha=alpha, normalize_y=True, optimizer=None if theta is not None else "fmin_l_bfgs_b",
             n_restarts_optimizer=int(self.options.get("restarts", 1)), random_state=self.seed)
         with _one_thread(), warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # hyperparameters at a bound are fine here
@@ -394,7 +446,8 @@ class GaussianProcess(_RefitFromData):
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> GaussianProcess:
         r = cls(seed=state["seed"], **state["options"])
-        return r.fit(np.asarray(state["X"]), np.asarray(state["y"]), theta=np.asarray(state["theta"]))
+        return r.fit(np.asarray(state["X"]), np.asarray(state["y"]), _saved_weights(state),
+                     theta=np.asarray(state["theta"]))
 
 
 REGRESSORS: dict[str, type[Regressor]] = {c.name: c for c in (LogLinearLaw, MixingLaw, Linear, GradientBoosting,
@@ -427,10 +480,13 @@ class MixtureModel:
     @classmethod
     def fit(cls, regressor: str, domains: Sequence[str], metrics: Sequence[str], X: np.ndarray, Y: np.ndarray,
             seed: int = 0, options: dict[str, Any] | None = None,
-            step: Callable[[str], None] | None = None) -> MixtureModel:
+            step: Callable[[str], None] | None = None, sample_weight: np.ndarray | None = None) -> MixtureModel:
+        """One regressor per metric; ``sample_weight`` (n_runs, n_metrics), when given, weights each
+        metric's runs by the inverse of their noise variance."""
         models = {}
         for j, m in enumerate(metrics):
-            models[m] = make_regressor(regressor, seed, **(options or {})).fit(X, Y[:, j])
+            w = None if sample_weight is None else sample_weight[:, j]
+            models[m] = make_regressor(regressor, seed, **(options or {})).fit(X, Y[:, j], w)
             if step:
                 step(m)
         return cls(regressor, domains, metrics, models)
@@ -471,19 +527,36 @@ def fold_ids(n: int, folds: int, seed: int) -> np.ndarray:
     return ids
 
 
+def group_fold_ids(groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Folds of whole groups (repeats of one mixture): a model is never validated on a mixture whose
+    repeat it was trained on. Groups are folded in order of first appearance, so with one run per
+    group this is exactly :func:`fold_ids`."""
+    groups = np.asarray(groups)
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")          # group ids by first appearance
+    rank = np.empty(len(order), dtype=int)
+    rank[order] = np.arange(len(order))
+    return fold_ids(len(order), folds, seed)[rank[inverse]]
+
+
 def out_of_fold(regressor: str, X: np.ndarray, Y: np.ndarray, folds: int = 5, seed: int = 0,
                 options: dict[str, Any] | None = None,
-                step: Callable[[str], None] | None = None) -> np.ndarray:
-    """Predictions for every run from a model that never saw it: (n, n_metrics)."""
+                step: Callable[[str], None] | None = None, sample_weight: np.ndarray | None = None,
+                groups: np.ndarray | None = None) -> np.ndarray:
+    """Predictions for every run from a model that never saw it (nor a repeat of its mixture, when
+    ``groups`` names the repeats): (n, n_metrics)."""
     n = len(X)
-    if folds < 2 or folds > n:
-        raise ConfigError(f"cv folds must be between 2 and the number of runs ({n}); got {folds}")
-    ids = fold_ids(n, folds, seed)
+    n_groups = n if groups is None else len(np.unique(groups))
+    if folds < 2 or folds > n_groups:
+        what = "runs" if groups is None else "distinct mixtures"
+        raise ConfigError(f"cv folds must be between 2 and the number of {what} ({n_groups}); got {folds}")
+    ids = fold_ids(n, folds, seed) if groups is None else group_fold_ids(groups, folds, seed)
     oof = np.empty_like(Y, dtype=np.float64)
     for k in range(folds):
         tr, te = ids != k, ids == k
         for j in range(Y.shape[1]):
-            oof[te, j] = make_regressor(regressor, seed, **(options or {})).fit(X[tr], Y[tr, j]).predict(X[te])
+            w = None if sample_weight is None else sample_weight[tr, j]
+            oof[te, j] = make_regressor(regressor, seed, **(options or {})).fit(X[tr], Y[tr, j], w).predict(X[te])
         if step:
             step(f"fold {k + 1}/{folds}")
     return oof
