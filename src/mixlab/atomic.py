@@ -2,11 +2,14 @@
 
 Everything is written to a temporary sibling and renamed into place; ``os.replace`` is atomic on
 POSIX within one filesystem, so a reader (or a resumed job) never sees a half-written file.
+When the disk fills up mid-write the temporary is removed, the previous version stays as it was,
+and the error (:class:`DiskFullError`) says so, whichever library (json, torch, safetensors) hit it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -16,6 +19,42 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from mixlab.errors import MixlabError
+
+
+class DiskFullError(MixlabError, OSError):
+    """A write ran out of disk space; nothing was replaced. Also an ``OSError`` (ENOSPC), so
+    code that handles OSError keeps working."""
+
+    def __init__(self, path: Path, cause: BaseException):
+        free = _free_bytes(path.parent)
+        super().__init__(
+            errno.ENOSPC,
+            f"the disk is full: writing {path} failed ({type(cause).__name__}: {cause}); "
+            f"{free} bytes free there. The previous {path.name}, if any, is intact; "
+            "free some space and run again (finished work is resumed)",
+        )
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return -1
+    return st.f_bavail * st.f_frsize
+
+
+def _disk_full(e: BaseException, folder: Path) -> bool:
+    """Whether ``e`` means the disk filled up: ENOSPC/EDQUOT, or (torch and safetensors report a
+    failed write in their own words) any write error while the folder's filesystem has no room left."""
+    if isinstance(e, DiskFullError):
+        return False  # already explained
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if "No space left on device" in str(e):
+        return True
+    return isinstance(e, OSError | RuntimeError) and 0 <= _free_bytes(folder) < (1 << 20)
 
 
 def _umask() -> int:
@@ -45,9 +84,12 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = _disk_full(e, path.parent)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if full:
+            raise DiskFullError(path, e) from e
         raise
     _fsync_dir(path.parent)
     return path
@@ -91,6 +133,9 @@ def directory(final: str | Path, overwrite: bool = True) -> Iterator[Path]:
         else:
             os.replace(tmp, final)
         _fsync_dir(final.parent)
-    except BaseException:
+    except BaseException as e:
+        full = _disk_full(e, final.parent)  # before the cleanup frees the space again
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise DiskFullError(final, e) from e
         raise
