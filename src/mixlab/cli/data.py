@@ -58,18 +58,88 @@ def inspect_cmd(build_dir: Path = typer.Argument(..., help="A directory written 
 
 
 @data_app.command("sources")
-def sources_cmd() -> None:
-    """List the datasets mixlab can read, their domain and expected folder.
+def sources_cmd(
+    check: bool = typer.Option(False, "--check", help="Also read every dataset whose files are here and count its "
+                               "records per split (slow: it loads them all)."),
+) -> None:
+    """List the datasets mixlab reads, whether their files are here (under MIXLAB_DATA_DIR), and how to
+    add the missing ones; also the pretraining text corpora and the evaluation tasks that read a file.
 
-    Example: `mixlab data sources`
+    Example: `mixlab data sources --check`
     """
-    from mixlab.data.sources import REGISTRY, available
+    import os
 
-    t = Table("dataset", "domain", "folder", "description")
-    for name in available():
-        s = REGISTRY[name]
-        t.add_row(name, s.domain, "(embedded)" if s.embedded else s.folder, s.description)
+    from mixlab.data.sources import availability, available, corpus_availabilities
+    from mixlab.eval.tasks import builtin_data_files
+    from mixlab.settings import DATA_DIR_ENV, data_dir
+
+    root = data_dir()
+    how = f"${DATA_DIR_ENV}" if os.environ.get(DATA_DIR_ENV) else f"${DATA_DIR_ENV} is not set"
+    console.print(f"data folder: [bold]{root}[/] ({how})", soft_wrap=True, highlight=False)
+    names = available()
+    with progress() as bar:
+        task = bar.add_task("reading datasets" if check else "looking for files", total=len(names))
+        found = []
+        for name in names:
+            found.append(availability(name, check=check))
+            bar.advance(task)
+    wide = console.width >= 110  # below that, descriptions would squeeze the state columns unreadable
+    t = Table(title="datasets" if wide else "datasets (COLUMNS=120 or wider adds descriptions)")
+    for col in ("dataset", "domain", "here", "folder"):
+        t.add_column(col, no_wrap=True)
+    if wide:
+        t.add_column("description", ratio=1)
+    for a in found:
+        folder = "(generated)" if a.folder is None else f"{a.folder.name}/"
+        t.add_row(a.name, a.domain, _here(a), folder, *([a.description] if wide else []))
     console.print(t)
+    corpora = corpus_availabilities()
+    t = Table("corpus", "here", "folder", title="text corpora (pretraining sources `corpus:<name>`)")
+    for a in corpora:
+        t.add_row(a.name, _here(a), f"{a.folder.name}/" if a.folder else "")
+    console.print(t)
+    files = builtin_data_files()
+    t = Table("task", "here", "file", title="evaluation tasks that read a file of their own")
+    for name, path in files.items():
+        t.add_row(name, "[green]present[/]" if path.is_file() else "[red]missing[/]", _under(path, root))
+    console.print(t)
+    _print_how_to_add([a for a in [*found, *corpora] if not a.readable],
+                      {n: p for n, p in files.items() if not p.is_file()})
+
+
+def _here(a) -> str:
+    """A dataset's state for the table: present (with files or record counts), missing, empty, unreadable."""
+    if a.error:
+        return "[red]unreadable[/] (below)"
+    if a.records is not None:
+        state = "embedded" if a.status == "embedded" else "[green]present[/]"
+        return f"{state} " + ", ".join(f"{k} {v:,}" for k, v in a.records.items())
+    return {"present": f"[green]present[/] ({a.files} file{'s' * (a.files != 1)})", "missing": "[red]missing[/]",
+            "empty": "[yellow]empty folder[/]", "embedded": "embedded"}[a.status]
+
+
+def _under(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _print_how_to_add(datasets, task_files: dict[str, Path]) -> None:
+    if not datasets and not task_files:
+        console.print("every dataset, corpus and task file is here")
+        return
+    console.print(f"\n[bold]not readable here[/]: {', '.join([a.name for a in datasets] + list(task_files))}. "
+                  "To add one:", soft_wrap=True, highlight=False)
+    for a in datasets:
+        what = f"{a.error.splitlines()[0]}; fix its files: " if a.error else ""
+        console.print(f"- {a.name}: {what}{a.how_to_add()}", markup=False, soft_wrap=True, highlight=False)
+    from mixlab.eval.tasks import builtin_tasks
+
+    by_file: dict[Path, list[str]] = {}
+    for name, path in task_files.items():
+        by_file.setdefault(path, []).append(name)
+    for path, names in by_file.items():
+        console.print(f"- task{'s' * (len(names) > 1)} {', '.join(names)}: put the file at {path} (where it comes "
+                      f"from: the comment in {builtin_tasks()[names[0]]}); until then `mixlab eval` reports "
+                      f"{'them' if len(names) > 1 else 'it'} as skipped", markup=False, soft_wrap=True, highlight=False)
 
 
 def _print_info(build_dir: Path) -> None:

@@ -369,12 +369,26 @@ def _matches(doc: dict[str, Any], where: dict[str, Any]) -> bool:
     return True
 
 
+def data_file(spec: TaskSpec, data_dir: str | Path | None = None) -> Path | None:
+    """The file a task reads itself (``data.path``; relative paths are under the data dir), or None
+    when a dataset adapter or a generator gives its items."""
+    if spec.data.path is None:
+        return None
+    path = Path(spec.data.path).expanduser()
+    return path if path.is_absolute() else _data_dir(data_dir) / path
+
+
+def builtin_data_files(data_dir: str | Path | None = None) -> dict[str, Path]:
+    """Built-in task -> the file it reads, for the tasks that read a file of their own rather than a
+    registered dataset (``mixlab data sources`` shows whether each is here)."""
+    found = {name: data_file(load_task(p), data_dir) for name, p in builtin_tasks().items()}
+    return {name: path for name, path in found.items() if path is not None}
+
+
 def load_docs(spec: TaskSpec, data_dir: str | Path | None = None) -> tuple[list[dict], list[dict]]:
     """(evaluation docs, few-shot pool) of a task, in file order. Missing data raises MissingData."""
-    if spec.data.path is not None:
-        path = Path(spec.data.path).expanduser()
-        if not path.is_absolute():
-            path = _data_dir(data_dir) / path
+    path = data_file(spec, data_dir)
+    if path is not None:
         if not path.exists():
             raise MissingData(f"data file not found: {path}", str(path))
         docs = _read_file(path)

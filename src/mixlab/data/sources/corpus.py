@@ -118,26 +118,31 @@ CORPORA: dict[str, tuple[Callable[[Path], list[str]], str]] = {
 }
 
 
-def available() -> list[str]:
+def available(data_dir: str | Path | None = None) -> list[str]:
     """Corpus names :func:`load_corpus` knows: the built-in readers plus any ``corpus_*`` folder."""
     names = set(CORPORA)
-    root = _data_dir()
+    root = _data_dir(data_dir)
     if root.is_dir():
         names |= {p.name.removeprefix("corpus_") for p in root.glob("corpus_*") if p.is_dir()}
     return sorted(names)
 
 
+def layout(name: str) -> str:
+    """The files corpus ``name`` is read from (for messages that say how to add it)."""
+    return CORPORA[name][1] if name in CORPORA else f"corpus_{name}/*.txt or *.jsonl (a 'text' field per line)"
+
+
 def load_corpus(name: str, data_dir: str | Path | None = None) -> list[str]:
     """Documents of ``<data_dir>/corpus_<name>``: a known reader, else every text/JSONL file in it."""
     folder = _data_dir(data_dir) / f"corpus_{name}"
-    reader, layout = CORPORA.get(name, (None, f"corpus_{name}/*.txt or *.jsonl (a 'text' field per line)"))
+    reader = CORPORA[name][0] if name in CORPORA else None
     if reader is None and not folder.is_dir():
         import difflib
 
-        close = difflib.get_close_matches(name, available(), n=1)
+        close = difflib.get_close_matches(name, available(data_dir), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise DataError(f"unknown corpus {name!r}.{hint} Known: {', '.join(available()) or 'none'}", folder)
-    require_dir(folder, f"corpus {name!r}", layout)
+        raise DataError(f"unknown corpus {name!r}.{hint} Known: {', '.join(available(data_dir)) or 'none'}", folder)
+    require_dir(folder, f"corpus {name!r}", layout(name))
     docs = reader(folder) if reader else read_path(folder)
     if not docs:
         raise DataError(f"corpus {name!r} holds no text", folder)
