@@ -129,7 +129,19 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
             try:
                 yield n, orjson.loads(raw)
             except orjson.JSONDecodeError as e:
-                raise DataError(f"malformed JSON: {e}", path, n) from None
+                raise DataError(_not_utf8(raw) or f"malformed JSON: {e}", path, n) from None
+
+
+def _not_utf8(raw: str | bytes) -> str | None:
+    """Say so plainly when a line is not UTF-8 (orjson reports it as a JSON error about surrogates)."""
+    try:
+        raw.encode("utf-8") if isinstance(raw, str) else raw.decode("utf-8")
+    except UnicodeError as e:
+        bad = e.object[e.start]
+        byte = ord(bad) - 0xDC00 if isinstance(bad, str) and 0xDC80 <= ord(bad) <= 0xDCFF else bad
+        shown = f"byte 0x{byte:02x}" if isinstance(byte, int) else repr(byte)
+        return f"not valid UTF-8 ({shown} at character {e.start + 1}); re-save the file as UTF-8"
+    return None
 
 
 def read_records(path: str | Path) -> list[Record]:

@@ -120,6 +120,9 @@ class SweepConfig(StrictModel):
     @field_validator("runs")
     @classmethod
     def _runs(cls, v: list[str | RunEntry]) -> list[str | RunEntry]:
+        named = [r.name for r in v if isinstance(r, RunEntry) and r.name]
+        if dup := sorted({n for n in named if named.count(n) > 1}):
+            raise ValueError(f"two runs are named {dup[0]!r}; give each run a different `name:`")
         return [RunEntry(path=r) if isinstance(r, str) else r for r in v]
 
     @field_validator("base_models")
