@@ -84,7 +84,7 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("task YAML with a broken template", _task, r"{d}/task.yaml:4: template does not parse"),
     ("a path that is not a model", _not_a_model, r"{d}/folder: not a Hugging Face model directory \(no config.json\)"),
     ("--set on a missing key", lambda d: _build(d, GOOD, "--set", "domains.people.weight=2"),
-     r"field `domains.people.weight`: unknown field"),
+     r"{d}/data.yaml \(--set domains.people.weight=2\): field `domains.people.weight`: unknown field"),
 ]
 
 

@@ -122,7 +122,7 @@ def _known_fields(model: type[BaseModel], loc: Sequence) -> list[str]:
     return list(getattr(cls, "model_fields", {}) or [])
 
 
-def format_validation_error(err: ValidationError, model: type[BaseModel], source: str, lines: dict[tuple, int]) -> str:
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str, lines: dict[tuple, int | str]) -> str:
     msgs = []
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal[")) ))
@@ -132,7 +132,8 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
             if loc[:k] in lines:
                 line = lines[loc[:k]]
                 break
-        where = f"{source}:{line}" if line else source
+        # a value set on the command line is blamed on its --set, not on a line of the file
+        where = f"{source} ({line})" if isinstance(line, str) else f"{source}:{line}" if line else source
         msg = e["msg"].removeprefix("Value error, ")
         fix = ""
         if e["type"] == "extra_forbidden":
@@ -147,7 +148,7 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
     return "invalid config:\n  " + "\n  ".join(msgs)
 
 
-def _drop_kind(model: type[BaseModel], data: dict[str, Any], source: str, lines: dict[tuple, int]) -> dict[str, Any]:
+def _drop_kind(model: type[BaseModel], data: dict[str, Any], source: str, lines: dict[tuple, int | str]) -> dict[str, Any]:
     """Accept ``kind:`` on a model that declares no such field when it names that model's kind
     (:mod:`mixlab.config_kinds`), and drop it: any file may say what it is, and hashes stay the same."""
     if "kind" not in data or "kind" in model.model_fields:
@@ -165,7 +166,7 @@ def _drop_kind(model: type[BaseModel], data: dict[str, Any], source: str, lines:
     return {k: v for k, v in data.items() if k != "kind"}
 
 
-def validate(model: type[T], data: dict[str, Any], source: str = "<config>", lines: dict[tuple, int] | None = None) -> T:
+def validate(model: type[T], data: dict[str, Any], source: str = "<config>", lines: dict[tuple, int | str] | None = None) -> T:
     data = _drop_kind(model, data, source, lines or {})
     try:
         return model.model_validate(data)
@@ -176,8 +177,17 @@ def validate(model: type[T], data: dict[str, Any], source: str = "<config>", lin
 def load_config(path: str | Path, model: type[T], overrides: Iterable[str] = ()) -> T:
     """Read ``path``, apply ``--set`` overrides, validate against ``model``; errors name file:line and field."""
     data, lines = read_yaml(path)
+    overrides = list(overrides)
     data = apply_overrides(data, overrides)
+    lines = {**lines, **override_locations(overrides)}
     return validate(model, data, str(path), lines)
+
+
+def override_locations(overrides: Iterable[str]) -> dict[tuple, str]:
+    """Field path -> ``--set KEY=VALUE``, so a bad override's error names the override (errors
+    look up the longest field path they have a location for: a line number or this)."""
+    return {tuple(p for p in item.split("=", 1)[0].strip().split(".") if p): f"--set {item}"
+            for item in overrides if "=" in item}
 
 
 # ---------------------------------------------------------------- hashing and dumping
