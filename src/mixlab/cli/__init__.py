@@ -26,7 +26,7 @@ app = typer.Typer(
 
 # Each module registers its commands on `app` when imported.
 COMMAND_MODULES = ("quickstart", "study", "data", "pretrain", "finetune", "distill", "evaluate", "sweep", "report", "mixopt",
-                   "swarm", "validate")
+                   "swarm", "verify", "validate")
 
 for _mod in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_mod}").register(app)

@@ -221,16 +221,23 @@ def generate(cfg: SwarmConfig, out: str | Path, status: Callable[[str], None] | 
     W = sample_mixtures(sp, cfg.sampling, cfg.variants, cfg.seed)
     names = variant_names(cfg.variants)
     for name, w in zip(names, W):
-        variant = base.model_copy(update={"data": base.data.model_copy(
-            update={"mixture": {d: float(x) for d, x in zip(sp.domains, w)}})})
-        atomic.write_text(out / "variants" / f"{name}.yaml",
-                          f"# swarm {cfg.name}, variant {name}: mixlab pretrain {out / 'variants' / name}.yaml --out RUN_DIR\n"
-                          + dump_yaml(variant))
+        write_variant(out, name, base, dict(zip(sp.domains, w)), f"swarm {cfg.name}, variant {name}")
     io.write_ratios(out / "requested_ratios.csv", names, [f"{cfg.name}-{n}" for n in names], sp.domains, W)
     atomic.write_json(out / "priors.json", sp.as_json())
     atomic.write_text(out / "base.yaml", dump_yaml(base))
     atomic.write_text(existing, dump_yaml(cfg))
     return out
+
+
+def write_variant(dir: str | Path, name: str, base: Any, mixture: Mapping[str, float], what: str,
+                  seed: int | None = None) -> Path:
+    """Write ``DIR/variants/NAME.yaml``: the base pretraining config on ``mixture`` (and ``seed``), runnable
+    on its own; swarms and verify rounds (:mod:`mixlab.mixopt.verify`) train exactly these files."""
+    update: dict[str, Any] = {"data": base.data.model_copy(update={"mixture": {d: float(x) for d, x in mixture.items()}})}
+    if seed is not None:
+        update["seed"] = seed
+    path = Path(dir) / "variants" / f"{name}.yaml"
+    return atomic.write_text(path, f"# {what}: mixlab pretrain {path} --out RUN_DIR\n" + dump_yaml(base.model_copy(update=update)))
 
 
 def load_swarm(dir: str | Path) -> tuple[SwarmConfig, list[str]]:
@@ -287,7 +294,13 @@ def run(dir: str | Path, launch: LaunchConfig | None = None, on_done: Callable[[
     launcher: train jobs, then evaluation workers). Resumable: run it again after any interruption."""
     d = Path(dir).resolve()
     cfg, names = load_swarm(d)
-    launch = launch or cfg.launch
+    return run_variants(d, cfg, names, launch or cfg.launch, on_done)
+
+
+def run_variants(d: Path, cfg: SwarmConfig, names: Sequence[str], launch: LaunchConfig,
+                 on_done: Callable[[JobResult], None] | None = None) -> RunReport:
+    """Train ``d/variants/NAME.yaml`` into ``d/runs/NAME`` where not yet trained, then evaluate every
+    named run on the swarm's tasks through the sweep in ``d/sweep`` (shared by :func:`run` and verify rounds)."""
     todo = [n for n in names if not is_trained(d, n)]
     report = RunReport(trained=todo, already_trained=[n for n in names if n not in todo])
     train = [Job(f"train-{n}", train_variant, (str(d / "variants" / f"{n}.yaml"), str(d / "runs" / n)),
@@ -322,7 +335,7 @@ class Collected:
     skipped: dict[str, str]
 
 
-def _final_metrics(dir: Path, names: Sequence[str]) -> dict[str, dict[str, float]]:
+def final_metrics(dir: Path, names: Sequence[str]) -> dict[str, dict[str, float]]:
     """Per variant: in-loop held-out bits-per-byte of the last step, plus the sweep's results of its
     last checkpoint as ``<task>/<metric>``."""
     out: dict[str, dict[str, float]] = {}
@@ -358,7 +371,7 @@ def collect(dir: str | Path, metrics: Sequence[str] | None = None) -> Collected:
     trained = [n for n in names if n not in skipped]
     if not trained:
         raise MixlabError(f"{d}: no variant is trained yet; run `mixlab swarm run {d}` first")
-    values = _final_metrics(d, trained)
+    values = final_metrics(d, trained)
     if metrics:
         unknown = [m for m in metrics if not any(m in v for v in values.values())]
         if unknown:

@@ -1,0 +1,137 @@
+"""A verify round end to end on a tiny toyworld swarm: the prediction is registered before training and
+never edited, the realized values are the runs' own measurements, the verdict's arithmetic holds, a
+resumed round retrains nothing, and a second round (fit on the first round's `next/` tables) appends to
+the history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mixlab.errors import MixlabError
+from mixlab.mixopt import swarm as S
+from mixlab.mixopt import verify as V
+from mixlab.mixopt.fit import ProposeConfig, fit, load_fit, propose
+
+BASE = {
+    "seed": 0,
+    "model": {"size": "proxy-0.2m"},
+    "tokenizer": {"kind": "byte"},
+    "data": {"sources": {d: {"uri": [f"toyworld:{d}"], "toyworld_documents": 200, "toyworld_heldout_documents": 10}
+                         for d in ("arithmetic", "people", "prose")}, "max_epochs": 4.0},
+    "duration": {"tokens": 8192},
+    "train": {"seq_len": 64, "batch_size": 8, "threads": 1, "log_every": 8},
+    "eval": {"every": 0, "max_tokens": 512},
+    "checkpoint": {"every": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def round1(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("verify")
+    (tmp / "base.yaml").write_text(yaml.safe_dump(BASE))
+    cfg = S.SwarmConfig.model_validate({
+        "name": "v", "base": str(tmp / "base.yaml"), "variants": 5, "seed": 1,
+        "sampling": {"concentration": 4.0, "min_weight": 0.05}, "launch": {"workers": 1},
+        "eval": {"tasks": ["toyworld_prose_bpb"], "limit": 4}})
+    sw = S.generate(cfg, tmp / "swarm")
+    S.run(sw)
+    col = S.collect(sw)
+    fit(col.ratios, col.metrics, "linear", out=tmp / "fit", folds=2,
+        fit_metrics=["bpb/arithmetic", "bpb/people", "bpb/prose", "toyworld_prose_bpb/bpb"])
+    pcfg = ProposeConfig(fit=str(tmp / "fit"), objective={"bpb/arithmetic": {"weight": 1}, "bpb/prose": {"weight": 1}},
+                         within="hull", search={"samples": 200})
+    propose(tmp / "fit", pcfg, tmp / "proposal")
+    v = V.verify(sw, tmp / "proposal", tmp / "r1")
+    return tmp, sw, v
+
+
+def test_prediction_is_registered_with_its_hash_and_matches_the_fit(round1):
+    tmp, sw, v = round1
+    rec = json.loads((tmp / "r1" / V.PREDICTION).read_text())
+    assert rec["sha256"] == V._sha(rec["prediction"]) == v["prediction_sha256"]
+    assert set(rec["prediction"]["runs"]) == {f"{a}-s{s}" for a in V.ARMS for s in (1, 2)}
+    res = load_fit(tmp / "fit")
+    prop = json.loads((tmp / "proposal" / "proposal.json").read_text())
+    x = np.array([[prop["weights"][d] for d in res.model.domains]])
+    pred = res.model.predict(x)[0]
+    arm = rec["prediction"]["arms"]["proposal"]
+    for j, m in enumerate(res.model.metrics):
+        assert arm["predicted"][m]["predicted"] == pytest.approx(pred[j])
+        lo, hi = arm["predicted"][m]["band95"]
+        assert lo < pred[j] < hi
+    # the proposal's own objective, as propose reported it, is what was registered
+    assert arm["predicted_objective"]["predicted"] == pytest.approx(prop["objective"]["predicted"])
+    # the registered mixtures were trained: each run's config has the arm's mixture and its seed
+    for run, r in rec["prediction"]["runs"].items():
+        c = yaml.safe_load((tmp / "r1" / "runs" / run / "config.yaml").read_text())
+        assert c["seed"] == r["seed"]
+        assert c["data"]["mixture"] == pytest.approx(rec["prediction"]["arms"][r["arm"]]["weights"])
+
+
+def test_realized_values_and_verdict_are_the_runs_measurements(round1):
+    tmp, sw, v = round1
+    o = v["objective"]
+    coef = np.array([o["weights"][m] * (1 if o["directions"][m] == "min" else -1) / s
+                     for m, s in zip(v["metrics"], o["stds"])])
+    per_arm = {}
+    for a, x in v["arms"].items():
+        objs = []
+        for run in x["runs"]:
+            meta = json.loads((tmp / "r1" / "runs" / run / "meta.json").read_text())
+            y = np.array([x["realized"][m]["per_seed"][x["runs"].index(run)] for m in v["metrics"]])
+            for m in ("bpb/arithmetic", "bpb/prose"):
+                assert x["realized"][m]["per_seed"][x["runs"].index(run)] == pytest.approx(meta["final_metrics"][m])
+            objs.append(float((y - np.array(o["means"])) @ coef))
+        assert x["realized_objective"]["per_seed"] == pytest.approx(objs)
+        per_arm[a] = np.mean(objs)
+        lo, hi = x["predicted_objective"]["band95"]
+        assert x["realized_objective"]["covered"] == (lo <= per_arm[a] <= hi)
+    vd = v["verdict"]
+    assert vd["improvement_over_natural"] == pytest.approx(per_arm["natural"] - per_arm["proposal"])
+    assert vd["regret"] == pytest.approx(per_arm["proposal"] - min(per_arm.values())) and vd["regret"] >= 0
+    sds = [np.std(v["arms"][a]["realized_objective"]["per_seed"], ddof=1) for a in V.ARMS]
+    assert vd["noise_floor"] == pytest.approx(1.96 * np.sqrt(np.mean(np.square(sds))) * np.sqrt(2 / 2))
+    assert vd["beats_natural_beyond_noise"] == (vd["improvement_over_natural"] > vd["noise_floor"])
+    assert (tmp / "r1" / "verify.png").stat().st_size > 10_000
+
+
+def test_resume_retrains_nothing_and_an_edited_prediction_is_refused(round1):
+    tmp, sw, v = round1
+    stamp = {r: (tmp / "r1" / "runs" / r / "meta.json").stat().st_mtime_ns for r in v["arms"]["proposal"]["runs"]}
+    again = V.verify(sw, tmp / "proposal", tmp / "r1")
+    assert again["verdict"] == v["verdict"]
+    assert stamp == {r: (tmp / "r1" / "runs" / r / "meta.json").stat().st_mtime_ns for r in stamp}
+    hist = [json.loads(line) for line in (sw / V.HISTORY).read_text().splitlines()]
+    assert len(hist) == 1  # the same round is one row, however often it is resumed
+    with pytest.raises(MixlabError, match="registered for another round"):
+        V.verify(sw, tmp / "proposal", tmp / "r1", seeds=[5, 6])
+    p = tmp / "r1" / V.PREDICTION
+    text = p.read_text()
+    rec = json.loads(text)
+    rec["prediction"]["arms"]["proposal"]["predicted_objective"]["predicted"] -= 1.0
+    p.write_text(json.dumps(rec))
+    try:
+        with pytest.raises(MixlabError, match="edited after it was registered"):
+            V.verify(sw, tmp / "proposal", tmp / "r1")
+    finally:
+        p.write_text(text)
+
+
+def test_a_second_round_fits_on_next_and_appends_to_the_history(round1):
+    tmp, sw, v = round1
+    nxt = Path(v["next"])
+    res = fit(nxt / "ratios.csv", nxt / "metrics.csv", "linear", out=tmp / "fit2", folds=2)
+    assert len(res.data.runs) == 5 + 6 and res.priors_source == str(nxt / "priors.json")
+    propose(tmp / "fit2", ProposeConfig(fit=str(tmp / "fit2"), objective={"bpb/prose": {"weight": 1}},
+                                        within="hull", search={"samples": 200}), tmp / "proposal2")
+    v2 = V.verify(sw, tmp / "proposal2", tmp / "r2", seeds=[3])
+    assert v2["verdict"]["noise_floor"] is None and v2["verdict"]["beats_natural_beyond_noise"] is None
+    rows = [json.loads(line) for line in (sw / V.HISTORY).read_text().splitlines()]
+    assert [r["fit_runs"] for r in rows] == [5, 11] and v2["history"]["round"] == 2
+    csv_lines = (sw / V.HISTORY).with_suffix(".csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[0].startswith("round,")
