@@ -84,7 +84,7 @@ def sources_cmd(
             found.append(availability(name, check=check))
             bar.advance(task)
     wide = console.width >= 110  # below that, descriptions would squeeze the state columns unreadable
-    t = Table(title="datasets" if wide else "datasets (COLUMNS=120 or wider adds descriptions)")
+    t = Table(title="datasets" if wide else "datasets (a terminal of 110 columns or more adds descriptions)")
     for col in ("dataset", "domain", "here", "folder"):
         t.add_column(col, no_wrap=True)
     if wide:
