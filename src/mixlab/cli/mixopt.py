@@ -41,6 +41,11 @@ def fit_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Fit directory to write (cv.json, model.json, plots)."),
     folds: int | None = typer.Option(None, "--folds", help="K of the K-fold validation (default 5)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of every random choice (default: the config's)."),
+    level: str | None = typer.Option(None, "--level", help="leaf (default: the domains as they are) | group (the "
+                                                          "top-level groups of group/child leaves)."),
+    reuse: Path | None = typer.Option(None, "--reuse", help="Previous proposal (or fit) whose unchanged domains the "
+                                                           "swarm froze (default: the swarm's reuse.json, if any)."),
+    changed: list[str] = typer.Option(None, "--changed", help="With --reuse: a domain whose data changed (repeatable)."),
     set_: list[str] = SetOption,
 ) -> None:
     """Fit one regressor per metric to a swarm and validate it out of fold.
@@ -59,7 +64,8 @@ def fit_cmd(
         cfg = validate(FitConfig, {"ratios": str(ratios), "metrics": str(metrics)}, "command line")
     updates: dict[str, Any] = {k: v for k, v in {"ratios": ratios, "metrics": metrics, "regressor": regressor,
                                                  "folds": folds, "seed": seed, "priors": priors,
-                                                 "sum_tolerance": sum_tolerance}.items() if v is not None}
+                                                 "sum_tolerance": sum_tolerance, "level": level, "reuse": reuse,
+                                                 "changed": changed or None}.items() if v is not None}
     cfg = validate(FitConfig, {**cfg.model_dump(mode="json"), **{k: str(v) if isinstance(v, Path) else v
                                                                   for k, v in updates.items()}}, "command line")
     with progress() as p:
@@ -208,6 +214,10 @@ def _print_proposal(res: dict[str, Any]) -> None:
                   f"{rng[dname][0]:.3f} .. {rng[dname][1]:.3f}", f"[{lo:.3g}, {hi:.3g}] {why}")
     console.print(t)
     console.print(f"prior: {res['prior']['source']}", highlight=False)
+    if res.get("leaf_weights"):  # fitted on groups or a reused virtual domain: the mixture to train
+        what = "reused split" if res.get("reuse") else "group splits"
+        console.print(f"leaf weights ({what}): " + ", ".join(f"{k} {v:.4f}" for k, v in res["leaf_weights"].items()),
+                      highlight=False)
     m = Table(title="objective in metric units: predicted at the proposal vs the best observed run")
     m.add_column("metric", overflow="fold")  # long names wrap, never cut into look-alikes
     for col in ("weight", "goal", "predicted", "best observed", "best predicted", "prior predicted", "swarm mean ± std"):

@@ -25,8 +25,9 @@ from pydantic import Field
 
 from mixlab import atomic
 from mixlab.config import StrictModel, dump_yaml, load_config, read_yaml
-from mixlab.errors import DataError
+from mixlab.errors import ConfigError, DataError
 from mixlab.mixopt import io
+from mixlab.mixopt.hierarchy import Hierarchy
 from mixlab.mixopt.noise import NoiseModel, repeat_groups
 from mixlab.mixopt.propose import (
     FinetuneConfig,
@@ -57,6 +58,11 @@ class FitConfig(StrictModel):
     directions: dict[str, Literal["min", "max"]] = Field(default_factory=dict)
     folds: int = Field(5, ge=2)
     seed: int = 0
+    level: Literal["leaf", "group"] = Field("leaf", description="fit the leaf domains as they are, or their top-level "
+                                                                "groups (leaves named group/child, weights summed)")
+    reuse: str | None = Field(None, description="a previous proposal (or fit) whose unchanged domains this swarm froze "
+                                                "as one virtual domain; default: the reuse.json beside the ratios")
+    changed: list[str] = Field(default_factory=list, description="with reuse: domains whose data changed")
     noise_weighting: bool = Field(True, description="when mixtures were repeated (swarm `repeats:`), weight each run "
                                                     "by 1 / its noise variance predicted from the repeats")
     sum_tolerance: float = Field(io.SUM_TOLERANCE, gt=0, lt=0.5,
@@ -77,6 +83,8 @@ class FitResult:
     priors: dict[str, float] | None
     priors_source: str | None = None
     noise: NoiseModel | None = None
+    hierarchy: Hierarchy | None = None   # the fitted domains are its groups; leaf weights by expanding
+    reuse: dict[str, Any] | None = None
 
     def prior_vector(self) -> np.ndarray:
         """The natural mixture: the priors when given, else the swarm's mean mixture (swarms centre on
@@ -196,6 +204,7 @@ def noise_report(noise: NoiseModel | None, data: io.SwarmData, dirs: Mapping[str
 def write_fit(res: FitResult, out: str | Path, meta: dict[str, Any]) -> Path:
     """Write a fit directory atomically (replaced only when complete)."""
     from mixlab.mixopt.plots import plot_predicted_vs_actual
+    from mixlab.mixopt.report import write_fit_report
 
     d = res.data
     with atomic.directory(out) as tmp:
@@ -206,11 +215,14 @@ def write_fit(res: FitResult, out: str | Path, meta: dict[str, Any]) -> Path:
         atomic.write_json(tmp / "fit.json", {**meta, "domains": d.domains, "metrics": d.metric_names,
                                              "directions": res.directions, "priors": res.priors,
                                              "priors_source": res.priors_source,
+                                             "hierarchy": res.hierarchy.as_json() if res.hierarchy else None,
+                                             "reuse": res.reuse,
                                              "regressor": res.model.regressor})
         io.write_ratios(tmp / "ratios.csv", d.runs, d.names, d.domains, d.weights)
         io.write_metrics(tmp / "metrics.csv", d.runs, d.names, d.metric_names, d.metrics)
         io.write_metrics(tmp / "oof.csv", d.runs, d.names, d.metric_names, res.oof)
         plot_predicted_vs_actual(d.metric_names, d.metrics, res.oof, res.cv, tmp / "predicted_vs_actual.png")
+        write_fit_report(res, tmp)  # effects.json/.png and report.html (mixlab.mixopt.report)
     res.path = Path(out)
     return res.path
 
@@ -219,12 +231,18 @@ def fit(ratios: str | Path, metrics: str | Path, regressor: str = "loglinear", o
         priors: Mapping[str, float] | str | Path | None = None, folds: int = 5, seed: int = 0,
         options: Mapping[str, Any] | None = None, fit_metrics: Sequence[str] | None = None,
         directions: Mapping[str, str] | None = None, sum_tolerance: float = io.SUM_TOLERANCE,
-        step: Step | None = None) -> FitResult:
-    """Fit ``regressor`` to a ``ratios.csv`` + ``metrics.csv`` pair; with ``out``, write the fit directory."""
+        step: Step | None = None, level: str = "leaf", reuse: str | Path | None = None,
+        changed: Sequence[str] = (), noise_weighting: bool = True) -> FitResult:
+    """Fit ``regressor`` to a ``ratios.csv`` + ``metrics.csv`` pair; with ``out``, write the fit directory.
+
+    ``level="group"`` fits the top-level groups of ``group/child`` leaves; ``reuse`` (a previous
+    proposal) fits a reuse swarm's virtual domain and its ``changed`` / added domains."""
     pri = str(priors) if isinstance(priors, (str, Path)) else dict(priors) if priors else None
     cfg = FitConfig(ratios=str(ratios), metrics=str(metrics), priors=pri,
                     regressor=regressor, options=dict(options or {}), fit_metrics=list(fit_metrics) if fit_metrics else None,
-                    directions=dict(directions or {}), folds=folds, seed=seed, sum_tolerance=sum_tolerance)
+                    directions=dict(directions or {}), folds=folds, seed=seed, sum_tolerance=sum_tolerance,
+                    level=level, reuse=None if reuse is None else str(reuse), changed=list(changed),
+                    noise_weighting=noise_weighting)
     return fit_config(cfg, out, step)
 
 
@@ -239,14 +257,49 @@ def fit_config(cfg: FitConfig, out: str | Path | None = None, step: Step | None 
             raise
         raise DataError(f"{e} (priors from {source}; set `priors:` to use others)") from None
     data = _select_metrics(data, cfg.fit_metrics, cfg.metrics)
+    hier, reuse = _hierarchy(cfg, data, priors)
+    if hier is not None:
+        data = dataclasses.replace(data, domains=hier.names, weights=hier.aggregate(data.weights))
+        if priors:
+            priors = dict(zip(hier.names, hier.aggregate(np.array([priors[d] for d in hier.leaves]))[0].tolist()))
     res = fit_swarm(data, cfg.regressor, folds=cfg.folds, seed=cfg.seed, options=cfg.options,
                     directions=cfg.directions, priors=priors, priors_source=source, step=step,
                     noise_weighting=cfg.noise_weighting)
+    res.hierarchy, res.reuse = hier, reuse
     if out is not None:
         meta = {**base_meta(cfg, cfg.seed), "timings": {"fit_s": round(time.perf_counter() - t0, 3)},
                 "config": cfg.model_dump(mode="json")}
         write_fit(res, out, meta)
     return res
+
+
+def _hierarchy(cfg: FitConfig, data: io.SwarmData,
+               priors: Mapping[str, float] | None) -> tuple[Hierarchy | None, dict[str, Any] | None]:
+    """The grouping the fit works at: the virtual domain of a reuse, the top-level groups, or none."""
+    from mixlab.mixopt import reuse as R
+
+    beside = Path(cfg.ratios).parent / R.REUSE_FILE
+    if cfg.reuse is not None or (beside.is_file() and cfg.level == "leaf"):
+        if cfg.level == "group":
+            raise ConfigError("level: group and reuse cannot be combined; fit the reuse swarm at its virtual level")
+        if cfg.reuse is not None:
+            prev, source = R.previous_mixture(cfg.reuse)
+            plan = R.plan_reuse(prev, source, data.domains, cfg.changed)
+        else:
+            plan = R.Reuse.from_json(json.loads(beside.read_text(encoding="utf-8")))
+            if sorted(plan.domains) != sorted(data.domains):
+                raise DataError(f"{beside} is for domains {plan.domains}, the ratios have {data.domains}", cfg.ratios)
+        R.check_split(plan, data.weights, data.runs, cfg.ratios)
+        return plan.hierarchy().with_order(data.domains), plan.as_json()
+    if cfg.level == "leaf":
+        return None, None
+    h = Hierarchy.from_leaves(data.domains, None if not priors else np.array([priors[d] for d in data.domains]))
+    if h.is_flat:
+        raise ConfigError(f"level: group, but no domain is a group/child path ({data.domains}); name leaves like "
+                          "`code/python_stdlib`, or fit at level: leaf")
+    if not priors:  # the split inside a group: the swarm's mean when there are no priors
+        h = Hierarchy.from_leaves(data.domains, data.weights)
+    return h, None
 
 
 def load_fit(path: str | Path) -> FitResult:
@@ -261,8 +314,9 @@ def load_fit(path: str | Path) -> FitResult:
     oof = io.read_metrics(path / "oof.csv").reorder(data.runs).select(data.metric_names)
     noise = (NoiseModel.from_state(json.loads((path / "noise.json").read_text()))
              if (path / "noise.json").is_file() else None)
+    hier = Hierarchy.from_json(info["hierarchy"]) if info.get("hierarchy") else None
     return FitResult(path, model, data, oof, json.loads((path / "cv.json").read_text()), info["directions"],
-                     info.get("priors"), info.get("priors_source"), noise)
+                     info.get("priors"), info.get("priors_source"), noise, hier, info.get("reuse"))
 
 
 def _as_fit(fit_or_dir: FitResult | str | Path) -> FitResult:
@@ -275,6 +329,9 @@ def predict(fit_or_dir: FitResult | str | Path, ratios: str | Path, out: str | P
     rows within ``sum_tolerance`` of summing to 1 renormalized, as in :func:`fit`)."""
     res = _as_fit(fit_or_dir)
     table = io.read_ratios(ratios, tolerance=sum_tolerance)
+    h = res.hierarchy
+    if h is not None and sorted(table.columns) == sorted(h.leaves):  # leaf mixtures of a group-level fit
+        table = dataclasses.replace(table, columns=h.names, values=h.aggregate(table.select(h.leaves)), labels=None)
     extra = [c for c in table.columns if c not in res.model.domains]
     missing = [d for d in res.model.domains if d not in table.columns]
     if extra or missing:
@@ -297,6 +354,8 @@ def predict(fit_or_dir: FitResult | str | Path, ratios: str | Path, out: str | P
 
 def propose(fit_or_dir: FitResult | str | Path, cfg: ProposeConfig, out: str | Path | None = None) -> dict[str, Any]:
     """Propose the mixture optimizing ``cfg.objective`` under ``cfg.constraints``; writes ``out/proposal.json``."""
+    from mixlab.mixopt.report import write_proposal_report
+
     t0 = time.perf_counter()
     res = _as_fit(fit_or_dir)
     explicit = {m: o.direction for m, o in cfg.objective.items() if o.direction}
@@ -304,6 +363,11 @@ def propose(fit_or_dir: FitResult | str | Path, cfg: ProposeConfig, out: str | P
     d = res.data
     proposal = propose_from_model(res.model, d.weights, d.metrics, res.oof, d.runs, res.prior_vector(), cfg,
                                   directions, prior_source=res.prior_label())
+    if res.hierarchy is not None:  # fitted on groups (or a reused virtual domain): the mixture to train is over leaves
+        x = np.array([proposal["weights"][g] for g in res.hierarchy.names])
+        proposal["leaf_weights"] = dict(zip(res.hierarchy.leaves, res.hierarchy.expand(x)[0].tolist()))
+        proposal["hierarchy"] = res.hierarchy.as_json()
+        proposal["reuse"] = res.reuse
     proposal["fit"] = str(res.path) if res.path else None
     proposal["cv_objective"] = res.cv["aggregate"]["objective"]
     proposal["timings"] = {"propose_s": round(time.perf_counter() - t0, 3)}
@@ -311,6 +375,7 @@ def propose(fit_or_dir: FitResult | str | Path, cfg: ProposeConfig, out: str | P
         out = Path(out)
         atomic.write_text(out / "config.yaml", dump_yaml(cfg))
         atomic.write_json(out / "proposal.json", proposal)
+        write_proposal_report(proposal, out)  # proposal.png and report.html
     return proposal
 
 

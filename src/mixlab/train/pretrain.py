@@ -53,6 +53,18 @@ class DataSection(StrictModel):
     mixture: dict[str, float] | Literal["natural"] = "natural"
     max_epochs: float = 4.0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nested_mixture(cls, data: Any) -> Any:
+        """A mixture may name groups (olmix's nested mix): ``code: {weight: 0.4, python_stdlib: 1, toyworld: 1}``
+        is the sources ``code/python_stdlib`` and ``code/toyworld`` at 0.2 each (mixlab.mixopt.hierarchy)."""
+        if isinstance(data, dict) and isinstance(data.get("mixture"), dict) and any(
+                isinstance(v, dict) for v in data["mixture"].values()):
+            from mixlab.mixopt.hierarchy import flatten_nested
+
+            data = {**data, "mixture": flatten_nested(data["mixture"], "data.mixture")}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "DataSection":
         if not self.sources:

@@ -1,0 +1,136 @@
+"""Mixture reuse when sources change (olmix's mixture reuse): keep what was already optimized.
+
+After a mixture has been proposed over domains D, sources get added, removed or revised. Instead of
+a new full swarm over every domain, the unchanged domains are frozen as one *virtual* domain
+(``existing``) whose weight splits over them exactly as in the previous proposal; only the virtual
+domain and the added or changed domains are searched, by a small swarm over those few weights.
+Removed domains simply leave the frozen split (renormalized over what remains).
+
+That is a :class:`~mixlab.mixopt.hierarchy.Hierarchy` with one frozen group: the swarm samples the
+virtual weights and expands them to leaves (``swarm generate`` with ``reuse:``, which writes
+``reuse.json``), ``fit`` aggregates the swarm's leaf mixtures back to the virtual domains (checking
+every run splits the frozen domains as the previous proposal did), and ``propose`` expands its
+answer to every leaf (``leaf_weights``), the next update's previous mixture.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from mixlab.config import StrictModel
+from mixlab.errors import ConfigError, DataError
+from mixlab.mixopt.hierarchy import Hierarchy
+
+VIRTUAL = "existing"
+REUSE_FILE = "reuse.json"
+# A run whose frozen domains are split more than this (total variation) away from the previous
+# mixture was not sampled for reuse: fitting it as the virtual domain would misattribute its effect.
+SPLIT_TOLERANCE = 0.01
+
+
+class ReuseConfig(StrictModel):
+    """Reuse a previous mixture: the domains not listed as changed (and present before) stay frozen."""
+
+    previous: str = Field(description="the previous proposal: a `mixlab propose` directory or its proposal.json "
+                                      "(or a fit directory: its default proposal)")
+    changed: list[str] = Field(default_factory=list, description="domains kept by name whose data changed "
+                                                                 "(searched again, like added ones)")
+
+
+def previous_mixture(path: str | Path) -> tuple[dict[str, float], str]:
+    """The previous mixture over leaves and where it came from: ``leaf_weights`` of a proposal when it
+    has them (a hierarchical or reused fit), else its ``weights``; a fit directory gives its default proposal."""
+    p = Path(path)
+    if p.is_dir() and (p / "proposal.json").is_file():
+        p = p / "proposal.json"
+    elif p.is_dir() and (p / "fit.json").is_file():
+        from mixlab.mixopt.fit import ProposeConfig, propose
+
+        prop = propose(p, ProposeConfig(fit=str(p)))
+        return dict(prop.get("leaf_weights") or prop["weights"]), f"default proposal of fit {p}"
+    if not p.is_file():
+        raise DataError("previous mixture not found: give a `mixlab propose` directory, its proposal.json, "
+                        "or a fit directory", p)
+    try:
+        prop = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e.msg}", p, e.lineno) from None
+    w = prop.get("leaf_weights") or prop.get("weights") if isinstance(prop, dict) else None
+    if not isinstance(w, dict) or not w:
+        raise DataError("not a proposal: no `weights` mapping domain -> weight", p)
+    return {k: float(v) for k, v in w.items()}, str(p)
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """Which domains are frozen, added, removed and changed, and the frozen split."""
+
+    previous: dict[str, float]
+    source: str
+    domains: list[str]
+    unchanged: list[str]
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+
+    @property
+    def free(self) -> list[str]:
+        """The domains searched again, in domain order."""
+        return [d for d in self.domains if d in self.added or d in self.changed]
+
+    def hierarchy(self) -> Hierarchy:
+        """``existing`` = the unchanged domains split as before; every free domain its own group."""
+        w = np.array([self.previous.get(d, 0.0) if d in self.unchanged else 0.0 for d in self.domains])
+        groups = {VIRTUAL: self.unchanged, **{d: [d] for d in self.free}}
+        return Hierarchy.with_groups(self.domains, groups, w)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"previous": self.previous, "source": self.source, "domains": self.domains,
+                "unchanged": self.unchanged, "added": self.added, "removed": self.removed, "changed": self.changed,
+                "virtual_domain": VIRTUAL, "split": self.hierarchy().split[VIRTUAL]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Reuse:
+        return cls(dict(data["previous"]), data["source"], list(data["domains"]), list(data["unchanged"]),
+                   list(data["added"]), list(data["removed"]), list(data["changed"]))
+
+
+def plan_reuse(previous: Mapping[str, float], source: str, domains: Sequence[str],
+               changed: Sequence[str] = ()) -> Reuse:
+    """Compare the previous mixture's domains with the new ones; errors say what cannot be reused."""
+    domains = list(domains)
+    if VIRTUAL in domains:
+        raise ConfigError(f"a domain is named {VIRTUAL!r}, the name of the reused virtual domain; rename it")
+    unknown = [c for c in changed if c not in domains]
+    if unknown:
+        raise ConfigError(f"reuse.changed: {unknown} are not domains of the new swarm ({domains})")
+    added = [d for d in domains if d not in previous]
+    removed = [d for d in previous if d not in domains]
+    changed = [d for d in domains if d in changed and d not in added]
+    unchanged = [d for d in domains if d in previous and d not in changed]
+    if not unchanged or sum(previous[d] for d in unchanged) <= 0:
+        raise ConfigError(f"nothing to reuse: no domain of {source} is unchanged with a weight > 0; run a full swarm")
+    r = Reuse(dict(previous), source, domains, unchanged, added, removed, changed)
+    if not r.free:
+        kept = {d: previous[d] / sum(previous[d] for d in unchanged) for d in unchanged}
+        raise ConfigError(f"nothing changed to search over (removed: {removed or 'none'}); the reused mixture "
+                          f"renormalized over the remaining domains is {kept}: train it directly")
+    return r
+
+
+def check_split(reuse: Reuse, W: np.ndarray, runs: Sequence[str], path: str | Path) -> None:
+    """Every run must split the frozen domains as the previous mixture did (within ``SPLIT_TOLERANCE``)."""
+    dev = reuse.hierarchy().split_deviation(W)
+    bad = np.flatnonzero(dev > SPLIT_TOLERANCE)
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(f"run {runs[i]!r} splits the reused domains {reuse.unchanged} {dev[i]:.3f} (total variation) "
+                        f"away from the previous mixture ({reuse.source}); {len(bad)} run(s) do. A reuse fit needs "
+                        "a swarm generated with `reuse:` (or drop --reuse to fit every domain)", path)

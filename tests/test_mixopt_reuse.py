@@ -1,0 +1,114 @@
+"""Mixture reuse: added, removed and changed domains against a previous proposal, a reuse swarm that
+keeps the frozen split, a fit at the virtual level that checks it, and a proposal expanded to leaves."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from mixlab.errors import ConfigError, DataError
+from mixlab.mixopt import io
+from mixlab.mixopt import swarm as S
+from mixlab.mixopt.fit import ProposeConfig, fit, propose
+from mixlab.mixopt.reuse import VIRTUAL, plan_reuse, previous_mixture
+
+PREV = {"a": 0.5, "b": 0.3, "c": 0.1, "d": 0.1}
+
+
+def test_plan_names_unchanged_added_removed_changed_and_the_frozen_split():
+    r = plan_reuse(PREV, "p", ["a", "b", "c", "e"], changed=["c"])
+    assert (r.unchanged, r.added, r.removed, r.changed, r.free) == (["a", "b"], ["e"], ["d"], ["c"], ["c", "e"])
+    h = r.hierarchy()
+    assert h.names == [VIRTUAL, "c", "e"] and h.split[VIRTUAL] == pytest.approx({"a": 0.625, "b": 0.375})
+    np.testing.assert_allclose(h.expand([[0.8, 0.1, 0.1]]), [[0.5, 0.3, 0.1, 0.1]])
+
+
+def test_reuse_errors_say_what_to_do():
+    with pytest.raises(ConfigError, match=r"nothing changed to search over \(removed: \['d'\]\).*'a': 0.5555"):
+        plan_reuse(PREV, "p", ["a", "b", "c"])
+    with pytest.raises(ConfigError, match=r"nothing to reuse"):
+        plan_reuse(PREV, "p", ["x", "y"])
+    with pytest.raises(ConfigError, match=r"reuse.changed: \['z'\] are not domains"):
+        plan_reuse(PREV, "p", ["a", "e"], changed=["z"])
+
+
+def _reuse_swarm(tmp_path, n=16, seed=0):
+    """A swarm over (existing, c, e) expanded to leaves a, b, c, e with a:b frozen at 5:3."""
+    rng = np.random.default_rng(seed)
+    V = rng.dirichlet(np.ones(3) * 2, size=n)
+    W = np.column_stack([V[:, 0] * 0.625, V[:, 0] * 0.375, V[:, 1], V[:, 2]])
+    runs = [f"u{i:02d}" for i in range(n)]
+    loss = 2 + np.exp(-2 * W[:, 0] - 1.5 * W[:, 1] + 1.0 * W[:, 2] - 3 * W[:, 3])
+    io.write_ratios(tmp_path / "ratios.csv", runs, runs, ["a", "b", "c", "e"], W)
+    io.write_metrics(tmp_path / "metrics.csv", runs, runs, ["loss"], loss[:, None])
+    (tmp_path / "prev").mkdir()
+    (tmp_path / "prev" / "proposal.json").write_text(json.dumps({"weights": PREV}))
+    return W
+
+
+def test_reuse_fit_works_on_the_virtual_domain_and_proposes_every_leaf(tmp_path):
+    _reuse_swarm(tmp_path)
+    res = fit(tmp_path / "ratios.csv", tmp_path / "metrics.csv", "loglinear", tmp_path / "fit", folds=4,
+              reuse=tmp_path / "prev", changed=["c"])
+    assert res.model.domains == ["c", "e", VIRTUAL] and res.reuse["removed"] == ["d"]
+    assert res.cv["per_metric"]["loss"]["spearman"] > 0.95
+    prop = propose(tmp_path / "fit", ProposeConfig(fit=str(tmp_path / "fit")))
+    lw = prop["leaf_weights"]
+    assert set(lw) == {"a", "b", "c", "e"} and sum(lw.values()) == pytest.approx(1.0)
+    assert lw["a"] / lw["b"] == pytest.approx(0.5 / 0.3)  # the frozen split survives
+    assert lw["e"] > lw["c"]  # e lowers the loss, c raises it
+    # the next update reuses this proposal's leaves
+    assert previous_mixture(tmp_path / "fit")[0] == pytest.approx(lw)
+
+
+def test_a_swarm_that_does_not_keep_the_frozen_split_is_refused(tmp_path):
+    W = _reuse_swarm(tmp_path)
+    W[3, :2] = [W[3, :2].sum() * 0.9, W[3, :2].sum() * 0.1]
+    runs = [f"u{i:02d}" for i in range(len(W))]
+    io.write_ratios(tmp_path / "ratios.csv", runs, runs, ["a", "b", "c", "e"], W)
+    with pytest.raises(DataError, match=r"run 'u03' splits the reused domains \['a', 'b'\] 0.275"):
+        fit(tmp_path / "ratios.csv", tmp_path / "metrics.csv", "linear", folds=4, reuse=tmp_path / "prev",
+            changed=["c"])
+
+
+def test_swarm_with_reuse_samples_only_the_free_domains_and_writes_reuse_json(tmp_path):
+    from tests.test_swarm import BASE
+
+    (tmp_path / "prev.json").write_text(json.dumps({"weights": {"arithmetic": 0.2, "people": 0.6, "gone": 0.2}}))
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(BASE))
+    cfg = S.SwarmConfig.model_validate({"name": "t", "base": str(base), "variants": 6, "seed": 1,
+                                        "reuse": {"previous": str(tmp_path / "prev.json")},
+                                        "sampling": {"min_weight": 0.05}})
+    d = S.generate(cfg, tmp_path / "swarm")
+    req = io.read_ratios(d / "requested_ratios.csv")
+    W = dict(zip(req.columns, req.values.T))
+    np.testing.assert_allclose(W["people"] / W["arithmetic"], 3.0)  # frozen 0.6 : 0.2
+    assert np.ptp(W["prose"]) > 0.05  # prose (added) is searched
+    info = json.loads((d / "reuse.json").read_text())
+    assert info["added"] == ["prose"] and info["removed"] == ["gone"] and info["unchanged"] == ["arithmetic", "people"]
+
+
+def test_cli_fit_reuse_and_propose_print_leaf_weights(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from mixlab.cli.mixopt import register
+
+    app = typer.Typer()
+    register(app)
+    _reuse_swarm(tmp_path)
+    r = CliRunner().invoke(app, ["fit", "--ratios", str(tmp_path / "ratios.csv"), "--metrics", str(tmp_path / "metrics.csv"),
+                                 "--reuse", str(tmp_path / "prev"), "--changed", "c", "--folds", "4", "--out",
+                                 str(tmp_path / "fit")])
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert info["domains"] == ["c", "e", VIRTUAL] and info["reuse"]["changed"] == ["c"]
+    r = CliRunner().invoke(app, ["propose", "--fit", str(tmp_path / "fit"), "--out", str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    assert "noise: no mixture was repeated" in r.output and "leaf weights (reused split): " in r.output
+    prop = json.loads((tmp_path / "p" / "proposal.json").read_text())
+    assert set(prop["leaf_weights"]) == {"a", "b", "c", "e"}
