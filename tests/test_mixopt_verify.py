@@ -135,3 +135,39 @@ def test_a_second_round_fits_on_next_and_appends_to_the_history(round1):
     assert [r["fit_runs"] for r in rows] == [5, 11] and v2["history"]["round"] == 2
     csv_lines = (sw / V.HISTORY).with_suffix(".csv").read_text().splitlines()
     assert len(csv_lines) == 3 and csv_lines[0].startswith("round,")
+
+
+def test_domain_effects_recover_a_known_linear_mixture_law():
+    from mixlab.mixopt.effects import domain_effects, interactions
+
+    rng = np.random.default_rng(0)
+    X = rng.dirichlet(np.ones(3), size=60)
+    b = np.array([1.0, 2.0, 4.0])
+    y = X @ b + rng.normal(0, 0.01, size=60)
+    p = np.array([0.5, 0.3, 0.2])
+    eff = domain_effects(X, y[:, None], ["a", "b", "c"], ["loss"], p)
+    want = 0.1 * (b - b @ p) / (1 - p) / y.std()
+    np.testing.assert_allclose(eff["effect"][0], want, atol=0.005)  # b's effect is ~0.03: b is near b . p
+    assert eff["p"][0][0] < 1e-6 and eff["p"][0][2] < 1e-6 and eff["df"] == 57
+    # a real interaction between a and c, none between the others
+    y2 = X @ b + 3.0 * X[:, 0] * X[:, 2] + rng.normal(0, 0.01, size=60)
+    inter = interactions(X, y2, ["a", "b", "c"])
+    assert inter["coef"][0][2] == pytest.approx(3.0 / y2.std(), rel=0.05) and inter["p"][0][2] < 1e-6
+    assert inter["p"][0][1] > 0.01 and inter["p"][1][2] > 0.01
+    assert interactions(X[:8], y2[:8], ["a", "b", "c"]) is None  # 6 parameters need 9 runs
+
+
+def test_fit_and_proposal_directories_hold_the_plots_and_the_html_report(round1):
+    import base64
+    import re
+
+    tmp, sw, v = round1
+    eff = json.loads((tmp / "fit" / "effects.json").read_text())
+    assert eff["effects"]["domains"] == ["arithmetic", "people", "prose"]
+    assert np.array(eff["effects"]["effect"]).shape == (4, 3)
+    for d, figs in ((tmp / "fit", ("predicted_vs_actual.png", "effects.png")), (tmp / "proposal", ("proposal.png",))):
+        page = (d / "report.html").read_text()
+        imgs = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+        embedded = {base64.b64decode(i) for i in imgs}
+        assert {(d / f).read_bytes() for f in figs} <= embedded
+        assert "http" not in page and "<script" not in page
