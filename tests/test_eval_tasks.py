@@ -159,6 +159,8 @@ def test_acc_norm_uses_character_length_of_choice():
 def test_mc2_is_normalized_true_mass():
     lls = [math.log(0.2), math.log(0.1), math.log(0.3)]
     assert M.mc2_score(lls, [1, 0, 1]) == pytest.approx(0.5 / 0.6)
+    # long answers: exp() of each summed log-probability underflows to 0; the ratio does not change
+    assert M.mc2_score([ll - 2000.0 for ll in lls], [1, 0, 1]) == pytest.approx(0.5 / 0.6)
 
 
 def test_bits_per_byte_definitions():

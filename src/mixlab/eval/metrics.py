@@ -80,8 +80,13 @@ def mc_scores(lls: Sequence[float], choices: Sequence[str], gold: int | list[int
 
 
 def mc2_score(lls: Sequence[float], labels: Sequence[int]) -> float:
-    """TruthfulQA MC2: probability mass on the true answers, normalized over all answers."""
-    probs = [math.exp(ll) for ll in lls]
+    """TruthfulQA MC2: probability mass on the true answers, normalized over all answers.
+
+    lm-eval exponentiates the log-likelihoods directly, which underflows to 0/0 for long answers
+    (summed log-probabilities below about -745); shifting by the largest one first gives the same
+    ratio wherever lm-eval's is defined and a finite one where it is not."""
+    top = max(lls)
+    probs = [math.exp(ll - top) for ll in lls]
     total = sum(probs)
     return sum(p for p, lab in zip(probs, labels, strict=True) if lab == 1) / total
 
