@@ -213,7 +213,7 @@ def _print_proposal(res: dict[str, Any]) -> None:
         t.add_row(dname, f"{w:.4f}", f"{res['prior']['weights'][dname]:.4f}", f"{best['weights'][dname]:.4f}",
                   f"{rng[dname][0]:.3f} .. {rng[dname][1]:.3f}", f"[{lo:.3g}, {hi:.3g}] {why}")
     console.print(t)
-    console.print(f"prior: {res['prior']['source']}", highlight=False)
+    console.print(f"prior: {res['prior']['source']}", highlight=False, soft_wrap=True)
     if res.get("leaf_weights"):  # fitted on groups or a reused virtual domain: the mixture to train
         what = "reused split" if res.get("reuse") else "group splits"
         console.print(f"leaf weights ({what}): " + ", ".join(f"{k} {v:.4f}" for k, v in res["leaf_weights"].items()),
