@@ -42,6 +42,8 @@ from mixlab import atomic
 from mixlab.config import StrictModel, apply_overrides, config_hash, dump_yaml, load_config, read_yaml, validate
 from mixlab.errors import ConfigError, DataError, MixlabError
 from mixlab.mixopt import io
+from mixlab.mixopt.hierarchy import Hierarchy, flatten_nested
+from mixlab.mixopt.reuse import REUSE_FILE, ReuseConfig, plan_reuse, previous_mixture
 from mixlab.runs.launch import Job, JobResult, LaunchConfig, launcher_for, raise_failures, resources, sweep_jobs
 
 SWARM_FILE = "swarm.yaml"
@@ -59,6 +61,9 @@ class SamplingConfig(StrictModel):
     min_weight: float = Field(0.0, ge=0, lt=1)
     sparsity: float = Field(0.0, ge=0, lt=1)
     include_natural: bool = Field(True, description="variant v000 is the (capped) priors themselves")
+    within_concentration: float | None = Field(
+        None, gt=0, description="hierarchical sources (leaves named group/child): Dirichlet pseudo-counts of the split "
+                                "inside each group around the priors' split; null: every variant keeps the priors' split")
 
 
 class SwarmEval(StrictModel):
@@ -69,6 +74,15 @@ class SwarmEval(StrictModel):
     limit: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
     max_length: int | None = Field(None, ge=1)
+
+
+class RepeatsConfig(StrictModel):
+    """Seed repeats of a few far-apart anchor mixtures: the swarm's own measure of its noise, which
+    ``fit`` turns into per-mixture weights (:mod:`mixlab.mixopt.noise`)."""
+
+    anchors: int = Field(3, ge=1, description="variants repeated: v000 (the priors when include_natural) and then "
+                                              "the variant farthest (total variation) from those chosen")
+    k: int = Field(3, ge=2, description="runs per anchor, the original included; repeat r trains with seed base.seed + r")
 
 
 class SwarmConfig(StrictModel):
@@ -83,8 +97,20 @@ class SwarmConfig(StrictModel):
     priors: dict[str, float] | Literal["natural"] = Field(
         "natural", description="domain -> weight summing to 1; `natural`: each source's share of the tokens")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    reuse: ReuseConfig | None = Field(None, description="freeze the unchanged domains of a previous proposal as one "
+                                                        "virtual domain and sample only it and the added/changed ones")
+    repeats: RepeatsConfig | None = Field(None, description="seed repeats of anchor mixtures (noise model); "
+                                                            "adds anchors x (k - 1) runs named vNNNrR")
     eval: SwarmEval = Field(default_factory=SwarmEval)
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nested_priors(cls, data: Any) -> Any:
+        """Priors may be nested like olmix's mix (groups with a `weight` and children): flattened to leaf paths."""
+        if isinstance(data, dict) and isinstance(data.get("priors"), dict):
+            data = {**data, "priors": flatten_nested(data["priors"], "priors")}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> SwarmConfig:
@@ -167,6 +193,9 @@ def sample_mixtures(plan: SwarmPlan, s: SamplingConfig, n: int, seed: int) -> np
     from mixlab.mixopt.propose import project
 
     rng = np.random.default_rng(seed)
+    h = Hierarchy.from_leaves(plan.domains, plan.priors)
+    if not h.is_flat:
+        return _sample_hierarchical(plan, h, s, n, rng)
     d = len(plan.domains)
     out = []
     if s.include_natural:
@@ -185,6 +214,54 @@ def sample_mixtures(plan: SwarmPlan, s: SamplingConfig, n: int, seed: int) -> np
         x[keep] = rng.dirichlet(alpha)
         out.append(project(x, lo, hi)[0])
     return np.vstack(out)
+
+
+def _sample_hierarchical(plan: SwarmPlan, h: Hierarchy, s: SamplingConfig, n: int,
+                         rng: np.random.Generator) -> np.ndarray:
+    """Group weights from a Dirichlet around the groups' priors (``sparsity`` leaves whole groups
+    out); each group's weight split over its leaves around the priors' split
+    (``within_concentration``, or exactly the priors' split), then projected onto the leaves' bounds."""
+    from mixlab.mixopt.propose import project
+
+    gp = h.aggregate(plan.priors)[0]
+    idx = [[plan.domains.index(k) for k in kids] for kids in h.groups.values()]
+    out = [project(plan.priors, plan.lower, plan.upper)[0]] if s.include_natural else []
+    while len(out) < n:
+        for _attempt in range(1000):
+            keep_g = rng.random(len(gp)) >= s.sparsity
+            keep = np.zeros(len(plan.domains), dtype=bool)
+            for kg, ix in zip(keep_g, idx):
+                keep[ix] = kg
+            lo, hi = plan.lower * keep, plan.upper * keep
+            if keep.any() and hi.sum() >= 1 - 1e-9 and lo.sum() <= 1 + 1e-9:
+                break
+        else:
+            raise ConfigError(f"sampling.sparsity = {s.sparsity:g} leaves too few groups to fill a mixture under "
+                              "the repetition caps; lower sparsity")
+        g = np.zeros(len(gp))
+        g[keep_g] = rng.dirichlet(np.maximum(s.concentration * gp[keep_g] / gp[keep_g].sum(), 1e-3))
+        x = np.zeros(len(plan.domains))
+        for gi, (name, ix) in enumerate(zip(h.names, idx)):
+            share = np.array([h.split[name][plan.domains[j]] for j in ix])
+            if s.within_concentration and len(ix) > 1:
+                share = rng.dirichlet(np.maximum(s.within_concentration * share, 1e-3))
+            x[ix] = g[gi] * share
+        out.append(project(x, lo, hi)[0])
+    return np.vstack(out)
+
+
+def _sample_reuse(cfg: SwarmConfig, sp: SwarmPlan) -> tuple[np.ndarray, dict[str, Any]]:
+    """Variants over the virtual domain and the free ones, expanded to leaves (the frozen split kept)."""
+    prev, source = previous_mixture(cfg.reuse.previous)
+    r = plan_reuse(prev, source, sp.domains, cfg.reuse.changed)
+    h = r.hierarchy()
+    share = h.expand(np.eye(len(h.names)))  # row g: group g's split over the leaves
+    upper = np.array([min(sp.upper[j] / share[g, j] for j in np.flatnonzero(share[g] > 0)) for g in range(len(h.names))])
+    virtual = SwarmPlan(h.names, h.aggregate(sp.priors)[0], np.full(len(h.names), cfg.sampling.min_weight),
+                        np.minimum(upper, 1.0), {}, sp.tokens_trained, sp.max_epochs)
+    flat = cfg.sampling.model_copy(update={"within_concentration": None})
+    V = sample_mixtures(virtual, flat, cfg.variants, cfg.seed)
+    return h.expand(V), r.as_json()
 
 
 # ---------------------------------------------------------------- generate
@@ -218,10 +295,16 @@ def generate(cfg: SwarmConfig, out: str | Path, status: Callable[[str], None] | 
         resolve_tasks(tasks=[*_suite_task_names(cfg.eval.suites), *cfg.eval.tasks])
     base = load_base(cfg)
     sp = plan(cfg, base, status)
-    W = sample_mixtures(sp, cfg.sampling, cfg.variants, cfg.seed)
+    if cfg.reuse is not None:
+        W, reuse = _sample_reuse(cfg, sp)
+        atomic.write_json(out / REUSE_FILE, reuse)
+    else:
+        W = sample_mixtures(sp, cfg.sampling, cfg.variants, cfg.seed)
     names = variant_names(cfg.variants)
     for name, w in zip(names, W):
         write_variant(out, name, base, dict(zip(sp.domains, w)), f"swarm {cfg.name}, variant {name}")
+    if cfg.repeats is not None:
+        W, names = _add_repeats(out, cfg, base, sp.domains, W, names)
     io.write_ratios(out / "requested_ratios.csv", names, [f"{cfg.name}-{n}" for n in names], sp.domains, W)
     atomic.write_json(out / "priors.json", sp.as_json())
     atomic.write_text(out / "base.yaml", dump_yaml(base))
@@ -240,13 +323,34 @@ def write_variant(dir: str | Path, name: str, base: Any, mixture: Mapping[str, f
     return atomic.write_text(path, f"# {what}: mixlab pretrain {path} --out RUN_DIR\n" + dump_yaml(base.model_copy(update=update)))
 
 
+def _add_repeats(out: Path, cfg: SwarmConfig, base: Any, domains: Sequence[str], W: np.ndarray,
+                 names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Repeat the anchors (farthest-point over the variants, from v000) ``k - 1`` times with other seeds."""
+    from mixlab.mixopt.noise import farthest_point
+
+    rep = cfg.repeats
+    anchors = farthest_point(W, rep.anchors, first=0)
+    rows, extra = [], []
+    for a in anchors:
+        for r in range(1, rep.k):
+            name = f"{names[a]}r{r}"
+            write_variant(out, name, base, dict(zip(domains, W[a])), f"swarm {cfg.name}, repeat {r} of {names[a]}",
+                          seed=base.seed + r)
+            rows.append(W[a])
+            extra.append(name)
+    return np.vstack([W, *rows]) if rows else W, names + extra
+
+
 def load_swarm(dir: str | Path) -> tuple[SwarmConfig, list[str]]:
-    """A generated swarm directory's config and variant names."""
+    """A generated swarm directory's config and variant names (repeats included, as generated)."""
     d = Path(dir)
     if not (d / SWARM_FILE).is_file():
         raise MixlabError(f"{d} is not a swarm directory (no {SWARM_FILE}); create it with "
                           "`mixlab swarm generate CONFIG --out DIR`")
     cfg = load_swarm_config(d / SWARM_FILE)
+    requested = d / "requested_ratios.csv"
+    if requested.is_file():
+        return cfg, io.read_table(requested, "ratios").runs
     return cfg, variant_names(cfg.variants)
 
 
