@@ -133,7 +133,8 @@ def preregister(swarm_dir: str | Path, proposal_dir: str | Path, out: str | Path
     for a in arms.values():
         x = np.array([a["weights"][dm] for dm in fit.model.domains])
         a["predicted"], a["predicted_objective"] = _predict(fit, obj, x)
-    inputs = {"swarm": str(sd), "swarm_hash": S._identity(cfg), "proposal": str(pd),
+    inputs = {"swarm": str(sd), "swarm_sha256": _file_sha(sd / S.SWARM_FILE, sd / "base.yaml", sd / "priors.json"),
+              "proposal": str(pd),
               "proposal_sha256": _file_sha(pd / "proposal.json"), "fit": str(fdir.resolve()),
               "fit_sha256": _file_sha(*(fdir / f for f in ("model.json", "ratios.csv", "metrics.csv", "oof.csv"))),
               "seeds": seeds}
