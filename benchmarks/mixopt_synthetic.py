@@ -13,7 +13,12 @@ natural = token-share prior. Held-out Spearman: predicted vs noisy observed obje
 where scarce domains repeat (power laws); the proposer gets the 4-epoch repetition cap.
 For `exp`, the shift perturbs the exponents instead. Baseline: the best observed swarm mixture.
 
-Usage: python benchmarks/mixopt_synthetic.py [--quick] [--seeds N]
+`--hetero`: heteroscedastic surfaces (power law, noise sd growing ~exp(x . u) so it spans ~30x over
+the swarm). At equal runs, three arms: the swarm with `repeats` (anchors by farthest point, k runs
+each) fitted with noise weights; the same runs fitted unweighted; and as many distinct mixtures
+fitted unweighted. Cells: mean normalized regret of the loglinear proposal, over seeds.
+
+Usage: python benchmarks/mixopt_synthetic.py [--quick] [--seeds N] [--hetero]
 """
 
 from __future__ import annotations
@@ -176,6 +181,68 @@ def run_case(case: Case, seed: int, regressors=REGRESSORS) -> dict[str, dict[str
     return out
 
 
+HETERO_RANGE = 30.0  # max/min noise sd over the swarm's mixtures
+
+
+def run_hetero(seed: int, runs: int = 64, anchors: int = 4, k: int = 3, noise: float = 0.03,
+               regressor: str = "loglinear", law: str = "exp") -> dict[str, float]:
+    """Regret of the weighted fit vs unweighted fits at equal runs on one heteroscedastic surface."""
+    from mixlab.mixopt.noise import NoiseModel, farthest_point, repeat_groups
+
+    rng = np.random.default_rng(seed)
+    case = Case(law, runs=runs, noise=noise)
+    truth = Truth(case, rng)
+    domains = [f"d{j}" for j in range(case.d)]
+    tasks = [f"task{k_}_loss" for k_ in range(TASKS)]
+    bounds = feasible_bounds(domains, truth.constraints())
+    u = rng.uniform(0, 1, size=case.d)
+    probe = truth.swarm_mixtures(4096, rng)
+    a, b = (probe @ u).min(), (probe @ u).max()
+    scale = math.log(HETERO_RANGE) / (b - a)
+    sd_of = lambda X: noise * np.exp(scale * (X @ u - (a + b) / 2))  # noqa: E731 - geometric mean sd = noise
+
+    def observe(X):
+        return truth.loss(X, False) + rng.normal(0, 1, size=(len(X), TASKS)) * sd_of(X)[:, None]
+
+    l_star = truth.optimum(bounds, rng)
+    nat = project(truth.prior, bounds.lower, bounds.upper)[0]
+    l_nat = float(truth.objective(nat)[0])
+    regret = lambda x: (float(truth.objective(x)[0]) - l_star) / (l_nat - l_star)  # noqa: E731
+    distinct = project(truth.swarm_mixtures(runs, rng), bounds.lower, bounds.upper)
+    n_unique = runs - anchors * (k - 1)
+    base = distinct[:n_unique]
+    picks = farthest_point(base, anchors, first=0)
+    X_rep = np.vstack([base, np.repeat(base[picks], k - 1, axis=0)])
+    Y_rep, Y_dist = observe(X_rep), observe(distinct)
+    nm = NoiseModel.estimate(X_rep, Y_rep, tasks, repeat_groups(X_rep))
+
+    def propose_x(X, Y, w):
+        obj = Objective.build(tasks, Y, {m: 1.0 for m in tasks}, {m: "min" for m in tasks})
+        model = MixtureModel.fit(regressor, domains, tasks, X, Y, seed=seed, sample_weight=w)
+        x, _ = optimize_mixture(model, obj, bounds, truth.prior, starts=X[np.argsort(obj.value(model.predict(X)))[:4]],
+                                samples=5000, refine=4, seed=seed)
+        return x
+
+    return {"weighted (repeats)": regret(propose_x(X_rep, Y_rep, nm.weights(X_rep))),
+            "unweighted (same runs)": regret(propose_x(X_rep, Y_rep, None)),
+            "unweighted (distinct)": regret(propose_x(distinct, Y_dist, None)),
+            "oracle weights": regret(propose_x(X_rep, Y_rep, 1 / sd_of(X_rep)[:, None].repeat(TASKS, 1) ** 2))}
+
+
+def hetero(seeds: int) -> None:
+    print(f"\nheteroscedastic exp-law surfaces (the loglinear law's own form, so only the noise differs): "
+          f"noise sd spans {HETERO_RANGE:g}x over the swarm (geometric mean = noise); 4 anchors x 3 repeats inside "
+          f"the runs; loglinear; mean (median) normalized regret over {seeds} seeds, lower is better")
+    for runs, noise in ((32, 0.03), (32, 0.1), (64, 0.1)):
+        res = [run_hetero(1000 * s + 11, runs=runs, noise=noise) for s in range(seeds)]
+        names = list(res[0])
+        cells = "  ".join(f"{n} {np.mean([r[n] for r in res]):.3f} ({np.median([r[n] for r in res]):.3f})"
+                          for n in names)
+        wins = np.mean([r["weighted (repeats)"] < r["unweighted (same runs)"] for r in res])
+        print(f"  runs {runs} noise {noise:g}: {cells}; weighted < unweighted (same runs) on {wins:.0%} of seeds",
+              flush=True)
+
+
 def timing(n: int = 512, d: int = 17, regressors=REGRESSORS) -> None:
     """Full API path (5-fold CV + final fit + propose with 20000 samples) on a 512 x 17 swarm."""
     rng = np.random.default_rng(0)
@@ -218,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--regressors", default=",".join(REGRESSORS))
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--timing-only", action="store_true", help="only the 512 runs x 17 domains timing")
+    ap.add_argument("--hetero", action="store_true", help="only the heteroscedastic weighted-vs-unweighted comparison")
     ap.add_argument("--times", action="store_true", help="print mean fit+propose seconds per method under each row")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -225,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds or 2
     if args.timing_only:
         timing(regressors=regs)
+        return 0
+    if args.hetero:
+        hetero(args.seeds or 8)
         return 0
     names = ("best-observed", *regs)
     print(f"signal sd {SIGNAL_SD} over the swarm; {seeds} seeds; cells: held-out spearman / mean normalized regret"
