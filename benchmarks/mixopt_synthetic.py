@@ -13,10 +13,12 @@ natural = token-share prior. Held-out Spearman: predicted vs noisy observed obje
 where scarce domains repeat (power laws); the proposer gets the 4-epoch repetition cap.
 For `exp`, the shift perturbs the exponents instead. Baseline: the best observed swarm mixture.
 
-`--hetero`: heteroscedastic surfaces (power law, noise sd growing ~exp(x . u) so it spans ~30x over
-the swarm). At equal runs, three arms: the swarm with `repeats` (anchors by farthest point, k runs
-each) fitted with noise weights; the same runs fitted unweighted; and as many distinct mixtures
-fitted unweighted. Cells: mean normalized regret of the loglinear proposal, over seeds.
+`--hetero`: heteroscedastic surfaces (the exp law, so the loglinear fit is well specified and only the
+noise differs; noise sd growing ~exp(x . u) so it spans 30x over the swarm). At equal runs: the swarm
+with repeats (anchors by farthest point, k runs each) fitted with weights from the estimated noise
+model; the same runs fitted unweighted; as many distinct mixtures fitted unweighted; and the repeats
+fitted with the true noise's weights (oracle). Cells: mean (median) normalized regret of the loglinear
+proposal over seeds, and how often the weighted fit beats the unweighted one on the same runs.
 
 Usage: python benchmarks/mixopt_synthetic.py [--quick] [--seeds N] [--hetero]
 """
