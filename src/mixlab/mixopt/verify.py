@@ -197,7 +197,10 @@ def judge(out: str | Path, rec: dict[str, Any]) -> dict[str, Any]:
                    "mixture_realized_max_deviation": max(abs(mx[d] - spec["weights"][d]) for mx in realized_mix
                                                          for d in spec["weights"])}
     k = len(body["inputs"]["seeds"])
-    spread = [arms[a]["realized_objective"]["std"] for a in arms]
+    same = {a: b for i, a in enumerate(ARMS) for b in ARMS[:i]
+            if max(abs(arms[a]["weights"][d] - arms[b]["weights"][d]) for d in arms[a]["weights"]) < 1e-6}
+    same = {a: b for a, b in same.items() if b not in same}  # e.g. the best observed run was the natural mixture
+    spread = [arms[a]["realized_objective"]["std"] for a in ARMS if a not in same]  # a duplicate is not new noise
     pooled = math.sqrt(float(np.mean(np.square(spread)))) if k > 1 else None
     floor = Z95 * pooled * math.sqrt(2 / k) if pooled is not None else None
     r = {a: arms[a]["realized_objective"]["mean"] for a in arms}
@@ -216,7 +219,8 @@ def judge(out: str | Path, rec: dict[str, Any]) -> dict[str, Any]:
                "noise_floor": floor, "seed_std_pooled": pooled, "seeds": k,
                "covered": arms["proposal"]["realized_objective"]["covered"],
                "metrics_covered": {m: arms["proposal"]["realized"][m]["covered"] for m in weighted},
-               "regret": r["proposal"] - min(r.values()), "best_arm": min(ARMS, key=r.get)}
+               "regret": r["proposal"] - min(r.values()), "best_arm": min(ARMS, key=r.get),
+               "same_mixture": same}
     return {"prediction_sha256": rec["sha256"], "registered_utc": rec["registered_utc"], "inputs": body["inputs"],
             "metrics": metrics, "objective": o, "arms": arms, "versus": vs, "verdict": verdict,
             "note": "objective: weighted z-scores over the fit's swarm, lower is better; noise_floor: 1.96 x the "
