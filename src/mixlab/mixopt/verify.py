@@ -47,6 +47,9 @@ PREDICTION = "prediction.json"
 HISTORY = "verify_history.jsonl"
 ARMS = ("proposal", "natural", "best_observed")
 Z95 = 1.96
+# a run's realized mixture (what best_observed is) differs from the requested one by whole sequences: the
+# natural mixture requested and its realized v000 differed by 1.2e-4 on the toyworld, and trained identically
+SAME_MIXTURE = 1e-3
 
 
 def _sha(obj: Any) -> str:
@@ -198,7 +201,7 @@ def judge(out: str | Path, rec: dict[str, Any]) -> dict[str, Any]:
                                                          for d in spec["weights"])}
     k = len(body["inputs"]["seeds"])
     same = {a: b for i, a in enumerate(ARMS) for b in ARMS[:i]
-            if max(abs(arms[a]["weights"][d] - arms[b]["weights"][d]) for d in arms[a]["weights"]) < 1e-6}
+            if max(abs(arms[a]["weights"][d] - arms[b]["weights"][d]) for d in arms[a]["weights"]) < SAME_MIXTURE}
     same = {a: b for a, b in same.items() if b not in same}  # e.g. the best observed run was the natural mixture
     spread = [arms[a]["realized_objective"]["std"] for a in ARMS if a not in same]  # a duplicate is not new noise
     pooled = math.sqrt(float(np.mean(np.square(spread)))) if k > 1 else None
