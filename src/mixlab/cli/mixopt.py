@@ -80,8 +80,7 @@ def fit_cmd(
     # keeps them whole where the terminal allows (no side borders, numbers' headers wrap), and a name
     # too long for it folds onto a second line instead of being cut into the same "toyworld_code_bp…".
     t = Table(title=f"{cfg.folds}-fold out-of-fold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    longest = max(map(len, res.cv["per_metric"]), default=6)
-    t.add_column("metric", overflow="fold", min_width=max(9, min(longest, console.width - 46)))
+    _name_column(t, "metric", res.cv["per_metric"], reserve=46)
     noise = res.cv.get("noise") or {}
     has_noise = bool(noise.get("anchors"))
     for name in ("spearman", "pearson", "rmse", "top-decile\nspearman", *(("noise\nsd",) if has_noise else ())):
@@ -201,12 +200,23 @@ def propose_cmd(
     console.print(f"wrote [bold]{out}/proposal.json[/]")
 
 
+def _name_column(t: Table, header: str, names, reserve: int) -> None:
+    """A first column of names (metrics, domains) that share long prefixes (the_pile_pubmed_abstracts,
+    the_pile_pubmed_central): kept whole where the terminal leaves ``reserve`` columns for the numbers,
+    folded onto a second line otherwise, never cut into look-alikes such as "the_pile_pub…"."""
+    longest = max(map(len, names), default=6)
+    t.add_column(header, overflow="fold", min_width=max(9, min(longest, console.width - reserve)))
+
+
 def _print_proposal(res: dict[str, Any]) -> None:
     """The proposal against the prior and the best run, the objective in metric units, and where it
     lies relative to the swarm (a warning when outside it)."""
     best = res["best_observed"]
-    t = Table("domain", "proposed", "prior", f"best observed ({best['run']})", "swarm range", "bounds",
-              title=f"proposal ({res['solver']['method']}, within {res['within']})")
+    t = Table(title=f"proposal ({res['solver']['method']}, within {res['within']})", box=box.SIMPLE_HEAD,
+              show_edge=False, pad_edge=False)
+    _name_column(t, "domain", res["weights"], reserve=58)
+    for col in ("proposed", "prior", f"best\nobserved\n({best['run']})", "swarm\nrange", "bounds"):
+        t.add_column(col)
     rng = res["support"]["observed_range"]
     for dname, w in res["weights"].items():
         lo, hi, why = res["bounds"][dname]
@@ -218,16 +228,18 @@ def _print_proposal(res: dict[str, Any]) -> None:
         what = "reused split" if res.get("reuse") else "group splits"
         console.print(f"leaf weights ({what}): " + ", ".join(f"{k} {v:.4f}" for k, v in res["leaf_weights"].items()),
                       highlight=False)
-    m = Table(title="objective in metric units: predicted at the proposal vs the best observed run")
-    m.add_column("metric", overflow="fold")  # long names wrap, never cut into look-alikes
-    for col in ("weight", "goal", "predicted", "best observed", "best predicted", "prior predicted", "swarm mean ± std"):
-        m.add_column(col)
+    m = Table(title="objective in metric units: predicted at the proposal vs the best observed run",
+              box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    _name_column(m, "metric", [k for k, v in res["metrics"].items() if v["weight"]], reserve=64)
+    # six columns fit 80 terminal columns: weight with direction, the best run observed (predicted)
+    for col in ("goal", "predicted", "best run\n(predicted)", "prior\npredicted", "swarm\nmean ± sd"):
+        m.add_column(col, justify="right")
     for name, v in res["metrics"].items():
         if v["weight"] == 0:
             continue
-        m.add_row(name, f"{v['weight']:.3g}", v["direction"], f"{v['predicted']:.4g}", f"{v['best_observed']:.4g}",
-                  f"{v['best_observed_predicted']:.4g}", f"{v['prior_predicted']:.4g}",
-                  f"{v['swarm_mean']:.4g} ± {v['swarm_std']:.3g}")
+        m.add_row(name, f"{v['direction']} x{v['weight']:.3g}", f"{v['predicted']:.4g}",
+                  f"{v['best_observed']:.4g} ({v['best_observed_predicted']:.4g})", f"{v['prior_predicted']:.4g}",
+                  f"{v['swarm_mean']:.4g}\n± {v['swarm_std']:.3g}")
     console.print(m)
     o = res["objective"]
     console.print(f"objective (weighted z-scores, lower is better): predicted {o['predicted']:.3f} "
