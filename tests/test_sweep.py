@@ -71,7 +71,7 @@ def _model(tok, seed: int) -> LlamaForCausalLM:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Two runs with checkpoints at steps 10, 20, 30, a base model, and three task files (mc, bpb,
-    and one whose continuation exceeds the window, so it fails while scoring)."""
+    and one with a choice that encodes to no tokens, so it fails while scoring)."""
     root = tmp_path_factory.mktemp("sweep")
     tok = byte_tokenizer()
     for r, run in enumerate(["ft_a", "ft_b"]):
@@ -87,9 +87,11 @@ def world(tmp_path_factory):
     (tasks / "tiny_mc.yaml").write_text(yaml.safe_dump({"name": "tiny_mc", "kind": "mc", "metrics": ["acc", "acc_norm"], **common}))
     (tasks / "tiny_bpb.yaml").write_text(yaml.safe_dump({"name": "tiny_bpb", "kind": "bpb", "metrics": ["bpb"],
                                                          "target": "{{ choices[label] }}", **common}))
-    (root / "long.jsonl").write_text(json.dumps({"question": "a", "choices": ["x " * 400, "y"], "label": 0}) + "\n")
-    (tasks / "too_long.yaml").write_text(yaml.safe_dump({"name": "too_long", "kind": "mc", "metrics": ["acc"],
-                                                         "data": {"path": str(root / "long.jsonl")}, "prompt": "{{question}}"}))
+    # a choice that encodes to no tokens at all makes this task fail while it is scored, on every checkpoint
+    (root / "empty.jsonl").write_text(json.dumps({"question": "a", "choices": ["", "y"], "label": 0}) + "\n")
+    (tasks / "broken.yaml").write_text(yaml.safe_dump({"name": "broken", "kind": "mc", "metrics": ["acc"],
+                                                       "data": {"path": str(root / "empty.jsonl")}, "prompt": "{{question}}",
+                                                       "target_delimiter": ""}))
     return root
 
 
@@ -111,7 +113,7 @@ def _values(rows):
 def reference(world):
     """An uninterrupted in-process sweep with the failing task included."""
     out = world / "reference"
-    cfg = S.load_sweep_config(_config(world, out, tasks=("tiny_mc", "tiny_bpb", "too_long")))
+    cfg = S.load_sweep_config(_config(world, out, tasks=("tiny_mc", "tiny_bpb", "broken")))
     report = S.work(cfg)
     return cfg, report
 
@@ -140,8 +142,8 @@ def test_config_errors_name_the_field(world, override, message):
 def test_sweep_results_status_failed_error_and_rerun(world, reference):
     cfg, report = reference
     assert len(report.computed) == 7 * 2 and not report.reused  # 6 checkpoints + base, 2 good tasks
-    assert sorted(t for _, t, _ in report.failed) == ["too_long"] * 7
-    assert "exceeds" in report.failed[0][2]
+    assert sorted(t for _, t, _ in report.failed) == ["broken"] * 7
+    assert "encodes to zero tokens" in report.failed[0][2]
 
     with St.Store(Path(cfg.out) / "store.sqlite") as store:
         rows = store.results(run="ft_a", task="tiny_bpb")
@@ -157,21 +159,21 @@ def test_sweep_results_status_failed_error_and_rerun(world, reference):
         assert acc.higher_is_better and acc.task_version.startswith("v1/") and 0 <= acc.value <= 1
 
     summary = json.loads((Path(cfg.out) / "evals" / "ft_b" / "step-20" / "results.json").read_text())
-    assert summary["tiny_mc"]["acc"] == acc.value and "exceeds" in summary["too_long"]["error"]
+    assert summary["tiny_mc"]["acc"] == acc.value and "zero tokens" in summary["broken"]["error"]
 
     states = S.status(cfg)
     assert {c.state for c in states} == {"failed"}
-    assert all(c.done == 2 and c.failed == 1 and "exceeds" in c.errors["too_long"] for c in states)
+    assert all(c.done == 2 and c.failed == 1 and "zero tokens" in c.errors["broken"] for c in states)
 
     # status table through the CLI command (a fresh typer app, as the lead wires it)
     app = typer.Typer()
     sweep_cli.register(app)
-    res = CliRunner().invoke(app, ["status", str(_config(world, Path(cfg.out), tasks=("tiny_mc", "tiny_bpb", "too_long"))),
+    res = CliRunner().invoke(app, ["status", str(_config(world, Path(cfg.out), tasks=("tiny_mc", "tiny_bpb", "broken"))),
                                    "--checkpoints"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     lines = [ln for ln in res.output.splitlines() if "ft_a" in ln]
     assert len(lines) == 4 and all("2/3" in ln and "failed" in ln for ln in lines)
-    assert "too_long: ValueError: item 0: continuation" in res.output
+    assert "broken: ValueError: item 0: a continuation encodes to zero tokens" in res.output
 
     # without the failing task the experiment is done; re-running computes nothing
     ok_cfg = S.load_sweep_config(_config(world, Path(cfg.out)))
@@ -225,7 +227,7 @@ def _check_complete(cfg: S.SweepConfig, reference_cfg: S.SweepConfig) -> list[di
     assert have == {(t["unit"], t["task"]): (t["status"], t["key"], t["task_hash"])
                     for t in ref_tasks if (t["unit"], t["task"]) in expected}
     assert {status for status, _, _ in have.values()} == {"done"}
-    want = [r for r in _values(ref_rows) if r[2] != "too_long"]
+    want = [r for r in _values(ref_rows) if r[2] != "broken"]
     assert len(want) == 9 * 4 and _values(rows) == want  # nothing lost, values equal an uninterrupted run
     files = sorted(Path(cfg.out).glob("evals/*/step-*/tasks/*/result.json"))
     assert len(files) == 14
@@ -301,7 +303,7 @@ def test_result_written_but_not_recorded_is_recorded_once_on_restart(world, refe
         rows = {(t["unit"], t["task"]): t["status"] for t in store.task_rows()}
         assert rows == {(u.unit, t): "done" for u in exp.units for t in hashes}
         assert _values(store.results()) == [r for r in _values(ref.results())
-                                            if r[2] != "too_long" and r[1] in (0, 30)]
+                                            if r[2] != "broken" and r[1] in (0, 30)]
         finished = [(e["unit"], e["task"], e["event"]) for e in store.events() if e["event"] in ("computed", "reused")]
         assert sorted(finished) == sorted([(*calls[0][:2], "computed"), (lost_unit, lost_task, "reused"),
                                            *((u, t, "computed") for u, t in report.computed)])
