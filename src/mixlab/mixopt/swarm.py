@@ -190,30 +190,9 @@ def plan(cfg: SwarmConfig, base: Any, status: Callable[[str], None] | None = Non
 
 def sample_mixtures(plan: SwarmPlan, s: SamplingConfig, n: int, seed: int) -> np.ndarray:
     """``n`` mixtures inside the plan's bounds, drawn from a Dirichlet around the priors."""
-    from mixlab.mixopt.propose import project
-
     rng = np.random.default_rng(seed)
-    h = Hierarchy.from_leaves(plan.domains, plan.priors)
-    if not h.is_flat:
-        return _sample_hierarchical(plan, h, s, n, rng)
-    d = len(plan.domains)
-    out = []
-    if s.include_natural:
-        out.append(project(plan.priors, plan.lower, plan.upper)[0])
-    while len(out) < n:
-        for _attempt in range(1000):
-            keep = rng.random(d) >= s.sparsity
-            lo, hi = plan.lower * keep, plan.upper * keep
-            if keep.any() and hi.sum() >= 1 - 1e-9 and lo.sum() <= 1 + 1e-9:
-                break
-        else:
-            raise ConfigError(f"sampling.sparsity = {s.sparsity:g} leaves too few domains to fill a mixture under "
-                              "the repetition caps; lower sparsity")
-        alpha = np.maximum(s.concentration * plan.priors[keep] / plan.priors[keep].sum(), 1e-3)
-        x = np.zeros(d)
-        x[keep] = rng.dirichlet(alpha)
-        out.append(project(x, lo, hi)[0])
-    return np.vstack(out)
+    # a flat swarm is the hierarchy whose groups are single domains (same draws, one sampler)
+    return _sample_hierarchical(plan, Hierarchy.from_leaves(plan.domains, plan.priors), s, n, rng)
 
 
 def _sample_hierarchical(plan: SwarmPlan, h: Hierarchy, s: SamplingConfig, n: int,
@@ -236,7 +215,7 @@ def _sample_hierarchical(plan: SwarmPlan, h: Hierarchy, s: SamplingConfig, n: in
             if keep.any() and hi.sum() >= 1 - 1e-9 and lo.sum() <= 1 + 1e-9:
                 break
         else:
-            raise ConfigError(f"sampling.sparsity = {s.sparsity:g} leaves too few groups to fill a mixture under "
+            raise ConfigError(f"sampling.sparsity = {s.sparsity:g} leaves too few domains (or groups) to fill a mixture under "
                               "the repetition caps; lower sparsity")
         g = np.zeros(len(gp))
         g[keep_g] = rng.dirichlet(np.maximum(s.concentration * gp[keep_g] / gp[keep_g].sum(), 1e-3))
