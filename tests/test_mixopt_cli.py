@@ -171,12 +171,12 @@ def test_predict_names_a_domain_spelled_differently(app, swarm, tmp_path):
 def test_fit_table_never_cuts_two_metric_names_into_the_same_string(app, swarm, tmp_path, monkeypatch, width):
     """toyworld-style names share a 27-character prefix; at 80 columns each is printed whole, at 60 a
     name folds onto a second line, and no name is cut to an ellipsis."""
-    from mixlab.cli.common import console
-
     names = ["toyworld_arithmetic_bpb/bpb", "toyworld_arithmetic_bpb/bpb_corpus"]
     m = io.read_metrics(swarm / "metrics.csv")
     io.write_metrics(tmp_path / "metrics.csv", m.runs, m.names, names, m.values)
-    monkeypatch.setattr(console, "width", width)
+    # the width through the environment: setting console.width would pin it for every later test
+    # (monkeypatch restores the setter with the width it read, not with "follow the terminal")
+    monkeypatch.setenv("COLUMNS", str(width))
     out = _ok(CliRunner().invoke(app, ["fit", "--ratios", str(swarm / "ratios.csv"), "--metrics",
                                        str(tmp_path / "metrics.csv"), "--folds", "3", "--out", str(tmp_path / "fit")]))
     table = out.output.split("out-of-fold")[1]

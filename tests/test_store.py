@@ -163,3 +163,22 @@ def test_nan_values_are_stored_as_missing(tmp_path):
                            "stderr": {"acc": math.nan}, "n": 0}, tmp_path / "r.json")
         row = s.results()[0]
         assert math.isnan(row.value) and row.stderr is None and row.n == 0
+
+
+def test_opening_a_store_another_process_holds_waits_instead_of_calling_it_corrupt(tmp_path):
+    """Two sweeps opening a new store at once: one switches it to WAL while the other is locked out
+    (SQLite's busy handler does not cover that switch). The second waits; only a lock held past the
+    timeout is an error, and it says the database is locked, not unreadable."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "store.sqlite"
+    holder = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE t (x)")
+    with pytest.raises(DataError, match="stayed locked"):
+        St.Store(path, timeout=0.3)
+    threading.Timer(0.5, holder.rollback).start()
+    with St.Store(path, timeout=30) as store:  # waits for the holder, then opens normally
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    holder.close()

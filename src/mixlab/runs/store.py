@@ -138,6 +138,10 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _is_busy(e: sqlite3.OperationalError) -> bool:
+    return "locked" in str(e) or "busy" in str(e)
+
+
 class Store:
     """A connection to the results database (one per thread: sqlite3 connections are not shared)."""
 
@@ -147,18 +151,38 @@ class Store:
         # autocommit mode: transactions are explicit (``transaction()``), so claims are atomic
         self.db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
         self.db.row_factory = sqlite3.Row
-        try:
-            self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.execute("PRAGMA synchronous = NORMAL")  # in WAL mode: durable against process kills
-            with self.transaction():
-                for stmt in filter(str.strip, _SCHEMA.split(";")):
-                    self.db.execute(stmt)
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        except sqlite3.DatabaseError as e:
-            self.db.close()
-            raise DataError(f"not a readable results database ({e}); it is only an index of the result files: "
-                            "rebuild it with `mixlab status CONFIG --rebuild`", self.path) from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._setup(timeout)
+                return
+            except sqlite3.OperationalError as e:
+                # two sweeps opening a new store at once: switching to WAL takes a lock that SQLite's
+                # busy handler does not wait for, so "locked" here means "try again", not "corrupt"
+                if _is_busy(e) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                self.db.close()
+                if _is_busy(e):
+                    raise DataError(f"the results database stayed locked for {timeout:g} s ({e}); another "
+                                    "process holds it: wait for it or stop it", self.path) from None
+                raise self._unreadable(e) from None
+            except sqlite3.DatabaseError as e:
+                self.db.close()
+                raise self._unreadable(e) from None
+
+    def _setup(self, timeout: float) -> None:
+        self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")  # in WAL mode: durable against process kills
+        with self.transaction():
+            for stmt in filter(str.strip, _SCHEMA.split(";")):
+                self.db.execute(stmt)
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def _unreadable(self, e: Exception) -> DataError:
+        return DataError(f"not a readable results database ({e}); it is only an index of the result files: "
+                         "rebuild it with `mixlab status CONFIG --rebuild`", self.path)
 
     def close(self) -> None:
         self.db.close()
