@@ -23,7 +23,7 @@ from mixlab.cli import sweep as sweep_cli
 from mixlab.errors import DataError
 from mixlab.runs import store as St
 from mixlab.runs import sweep as S
-from tests.test_sweep import _check_complete, _config, _lines, _start, reference, world  # noqa: F401 - fixtures
+from tests.test_sweep import _check_complete, _config, _lines, _start, _start_together, reference, world  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,12 +57,7 @@ def test_random_kills_and_concurrent_sweeps_lose_and_duplicate_nothing(world, re
     kills = sum(_kill_at_random(_start(cfg_path, counter), counter, rng) for _ in range(2))
     assert kills == 2 and S.progress_counts(S.resolve(cfg))[0] < 14
 
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
-    pair = [_start(cfg_path, counter, barrier), _start(cfg_path, counter, barrier)]
-    while len(list(barrier.glob("ready-*"))) < 2 and all(p.poll() is None for p in pair):
-        time.sleep(0.01)
-    (barrier / "go").touch()
+    pair = _start_together(cfg_path, counter, tmp_path / "barrier")
     kills += _kill_at_random(pair[0], counter, rng)  # one of the two dies mid-work; the other goes on
     last = _start(cfg_path, counter)
     for p in (pair[1], last):

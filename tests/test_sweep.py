@@ -205,6 +205,17 @@ def _start(cfg_path: Path, counter: Path, barrier: Path | None = None) -> subpro
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def _start_together(cfg_path: Path, counter: Path, barrier: Path, n: int = 2) -> list[subprocess.Popen]:
+    """``n`` sweeps of one experiment released at the same moment (each waits at the barrier until
+    all are ready), so they really race for the same work."""
+    barrier.mkdir()
+    procs = [_start(cfg_path, counter, barrier) for _ in range(n)]
+    while len(list(barrier.glob("ready-*"))) < n and all(p.poll() is None for p in procs):
+        time.sleep(0.01)
+    (barrier / "go").touch()
+    return procs
+
+
 def _lines(counter: Path) -> list[tuple[str, str]]:
     if not counter.is_file():
         return []
@@ -319,12 +330,7 @@ def test_two_concurrent_sweeps_compute_each_result_once(world, reference, tmp_pa
     cfg_path = _config(world, tmp_path / "concurrent")
     cfg = S.load_sweep_config(cfg_path)
     counter = tmp_path / "scored.log"
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
-    procs = [_start(cfg_path, counter, barrier), _start(cfg_path, counter, barrier)]
-    while len(list(barrier.glob("ready-*"))) < 2 and all(p.poll() is None for p in procs):
-        time.sleep(0.01)
-    (barrier / "go").touch()
+    procs = _start_together(cfg_path, counter, tmp_path / "barrier")
     for p in procs:
         assert p.wait(timeout=180) == 0, p.stderr.read().decode()
 
