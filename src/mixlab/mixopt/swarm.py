@@ -489,8 +489,10 @@ def collect(dir: str | Path, metrics: Sequence[str] | None = None) -> Collected:
 
 
 def read_priors(dir: str | Path) -> Mapping[str, float]:
-    """The swarm's priors (for ``mixlab fit``'s ``priors:``)."""
+    """The swarm's priors (for ``mixlab fit``'s ``priors:``), read as ``fit`` reads any priors file."""
+    from mixlab.mixopt.fit import read_priors_file  # lazy: fit pulls in the regressors and propose
+
     p = Path(dir) / "priors.json"
     if not p.is_file():
         raise DataError("no priors.json; is this a swarm directory?", p)
-    return json.loads(p.read_text(encoding="utf-8"))["priors"]
+    return read_priors_file(p)
