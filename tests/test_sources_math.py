@@ -37,7 +37,10 @@ def test_gsm8k_real_counts_ids_and_answers(data_dir):
     assert first.question.startswith("Natalia sold clips to 48 of her friends")
     assert first.solution.endswith("#### 72") and "<<48/2=24>>" in first.solution
     assert last.id == "gsm8k/test-1318" and last.reference_answer == "14"
-    assert first.metadata == {"source": "train.jsonl", "original_id": "train-0", "split": "train"}
+    assert first.metadata == {"source": "train.jsonl", "original_id": "train-0", "split": "train", "steps": 2}
+    # one reasoning step per solution line: the easiest problems have two
+    steps = collections.Counter(r.metadata["steps"] for r in recs if r.metadata["split"] == "train")
+    assert min(steps) == 2 and steps[2] == 1961 and steps[3] == 2149 and max(steps) == 9
     assert all(r.domain == "math" and r.answer_type == "numeric" for r in recs)
     # every final answer parses as a number once thousands separators are gone
     assert all(float(r.reference_answer) == float(r.reference_answer) for r in recs)

@@ -41,6 +41,12 @@ def gsm8k_final_answer(answer: str) -> str | None:
     return answer.rsplit("####", 1)[1].strip().replace(",", "")
 
 
+def gsm8k_steps(answer: str) -> int:
+    """Reasoning steps of a GSM8K solution: its non-empty lines before the ``####`` line (the dataset
+    writes one step per line), so ``data.where: {steps: [1, 2]}`` selects the easiest problems."""
+    return sum(1 for line in answer.split("####", 1)[0].splitlines() if line.strip())
+
+
 def gsm8k_record(row: Mapping[str, Any], split: str, source: str, index: int, where: Where) -> Record:
     question = field(row, "question", where)
     answer = field(row, "answer", where)
@@ -49,7 +55,7 @@ def gsm8k_record(row: Mapping[str, Any], split: str, source: str, index: int, wh
         raise where.error("field 'answer' has no final answer after '####'")
     return make_record(
         "gsm8k", DOMAIN, f"{split}-{index}", split, source, question, final, "numeric",
-        where=where, solution=answer,
+        where=where, solution=answer, steps=gsm8k_steps(answer),
     )
 
 
