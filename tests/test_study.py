@@ -122,8 +122,10 @@ def test_widening_the_checkpoint_selection_keeps_the_sweep():
     a = load_study(SMOLLM2)
     b = load_study(SMOLLM2, ["eval.checkpoints.all=true"])
     c = load_study(SMOLLM2, ["eval.limit=30"])
+    d = load_study(SMOLLM2, ["eval.tasks=[gsm8k_cot_chat, gsm8k_gold_bpb_0shot, arc_easy]"])
     out = Path("/tmp/out")
-    assert a.sweep_dir(out) == b.sweep_dir(out) != c.sweep_dir(out)
+    assert a.sweep_dir(out) == b.sweep_dir(out) == d.sweep_dir(out) != c.sweep_dir(out)
+    assert "arc_easy" in d.sweep_config(out).tasks
     assert b.sweep_config(out).checkpoints.all and not a.sweep_config(out).checkpoints.all
 
 

@@ -260,10 +260,12 @@ class Study:
         return out / "runs" / f"{method}-{config_hash(key, 8)}"
 
     def sweep_dir(self, out: Path) -> Path:
-        # Which checkpoints are evaluated is not part of the key: results are stored per checkpoint, so
-        # widening the selection later (--set eval.checkpoints.all=true) adds to the same sweep.
+        # Which checkpoints and tasks are evaluated is not part of the key: results are stored per
+        # (checkpoint, task), so widening the selection later (--set eval.checkpoints.all=true, a task
+        # added to eval.tasks) adds to the same sweep; the report reads only the tasks the config names.
         key = {"runs": [self.run_dir(out, m).name for m in self.finetune],
-               "eval": self.eval.model_dump(exclude={"checkpoints"}), "base": self.base_key()}
+               "eval": self.eval.model_dump(exclude={"checkpoints", "tasks", "suites", "exclude", "targets"}),
+               "base": self.base_key()}
         return out / f"sweep-{config_hash(key, 8)}"
 
     def _data_key(self) -> str | None:
@@ -574,6 +576,8 @@ def _report(study: Study, out: Path, sweep_cfg: Any, say: Say, stages: dict[str,
 
     say("Writing the report: forgetting table with confidence intervals, change vs step, gain vs forgetting ...")
     results, metas, base = collect(sweep_cfg)
+    wanted = set(sweep_cfg.tasks)  # the sweep may hold tasks an earlier version of the config named
+    results = [r for r in results if r.task in wanted]
     files = write_report(results, metas, base, out, title=study.title, config=StatsConfig(seed=study.seed),
                          reference=study.reference, primary=primary_metrics(sweep_cfg),
                          comparable_gain=study.comparable_gain, stages=stages, stage_notes=notes)
