@@ -44,7 +44,8 @@ def line(what: str, tokens: int, seconds: float, flops_per_token: float, threads
 
 def sft_steps(loaded, opt, n: int, args) -> None:
     """Real SFT steps on GSM8K chat examples: one padded micro-batch of 8 vs length-grouped micro-batches of 2."""
-    from mixlab.train.sft_data import DataSection, SFTBatches, build_sft_data
+    from mixlab.train.finetune.config import DataSection
+    from mixlab.train.sft_data import SFTBatches, build_sft_data
 
     section = DataSection(datasets=["gsm8k"], max_records=8 * args.train_steps, max_seq_len=384)
     data = build_sft_data(section, loaded.tokenizer, 0)

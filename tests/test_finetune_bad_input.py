@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import pytest
 
@@ -12,7 +14,7 @@ from tests.test_finetune_run import ft_config, toy_base  # noqa: F401 - session 
 
 
 def test_an_anchor_on_a_method_that_cannot_take_one_is_a_config_error(tmp_path, monkeypatch):
-    monkeypatch.setitem(sft.METHODS, "rl_demo", sft.Method("mixlab.train.sft:sft_objective", "optional", False, "demo"))
+    monkeypatch.setitem(sft.METHODS, "rl_demo", replace(sft.METHODS["sft"], anchor=False, description="demo"))
     path = write_yaml(tmp_path / "ft.yaml", {"method": "rl_demo", "model": {"base": "x"},
                                               "data": {"datasets": ["toyworld_code"]},
                                               "anchor": {"type": "js", "coef": 0.1}})

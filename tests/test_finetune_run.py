@@ -118,7 +118,8 @@ def test_completion_tokens_are_what_evaluation_scores(toy_base):
 
 
 def test_chat_template_formats_the_prompt_and_only_the_answer_is_trained(toy_base):
-    from mixlab.train.sft_data import DataSection, Formatter
+    from mixlab.train.finetune.config import DataSection
+    from mixlab.train.sft_data import Formatter
 
     prep = sft.prepare(ft_config(toy_base))
     tok = prep.tokenizer

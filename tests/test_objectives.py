@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from mixlab.train.finetune.config import AnchorConfig
 from mixlab.train.objectives import (
     IGNORE,
-    AnchorConfig,
     Reference,
     SFTLoss,
     forward_kl,

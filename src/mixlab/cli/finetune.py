@@ -1,4 +1,4 @@
-"""`mixlab finetune`: a thin layer over :mod:`mixlab.train.sft`."""
+"""`mixlab finetune`: a thin layer over :mod:`mixlab.train.finetune`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def run_finetune(config: Path, out: Path | None, overrides: list[str], dry_run: 
                  dist_backend: str = "auto") -> None:
     """Load the config, then print the plan (``dry_run``) or train with a progress bar (on ``nproc`` processes)."""
     from mixlab.train import distributed
-    from mixlab.train import sft as recipe
+    from mixlab.train import finetune as recipe
 
     cfg = recipe.load_finetune_config(config, overrides)
     if cfg.train.threads:
@@ -25,7 +25,7 @@ def run_finetune(config: Path, out: Path | None, overrides: list[str], dry_run: 
 
         torch.set_num_threads(cfg.train.threads)
     if nproc != 1 or dist_backend != "auto":
-        if getattr(recipe.METHODS[cfg.method], "recipe", None):  # trl-based methods train outside mixlab's loop
+        if not recipe.METHODS[cfg.method].loop_based:  # e.g. trl-based methods train outside mixlab's loop
             raise ConfigError(f"method {cfg.method!r} trains through its own recipe, which --nproc does not "
                               "launch; run it without --nproc")
         dist_backend = distributed.check_run(cfg, nproc, dist_backend)  # type: ignore[arg-type]
@@ -55,7 +55,7 @@ def run_finetune(config: Path, out: Path | None, overrides: list[str], dry_run: 
 def finetune_with_progress(cfg: Any, out: Path) -> Any:
     """``finetune(cfg, out)`` under a progress bar; in a process group only rank 0 draws it."""
     from mixlab.train import distributed
-    from mixlab.train import sft as recipe
+    from mixlab.train import finetune as recipe
 
     if not distributed.is_main():
         return recipe.finetune(cfg, out)

@@ -17,7 +17,7 @@ from pathlib import Path
 from mixlab.config import load_config
 from mixlab.data.build import BuildResult, DataConfig, build_mixture
 from mixlab.data.manifest import read_info, verify_hashes, write_build
-from mixlab.runs.rundir import base_meta
+from mixlab.runs.rundir import RunDir
 
 __all__ = ["DataConfig", "BuildResult", "build", "build_mixture", "load_config_file", "read_info", "verify_hashes"]
 
@@ -40,7 +40,7 @@ def build(cfg: DataConfig, out: str | Path, progress: Callable[[str], None] | No
         if gc_was_enabled:
             gc.enable()
     t1 = time.perf_counter()
-    meta = {**base_meta(cfg, cfg.seed), "timings": {"build_s": round(t1 - t0, 3)}}
+    meta = RunDir(Path(out), cfg, "data").provenance(cfg.seed, timings={"build_s": round(t1 - t0, 3)})
     if progress:
         progress("write")
     path = write_build(result, out, meta)

@@ -2,6 +2,16 @@
 
 ``config.yaml`` (resolved config), ``meta.json`` (git commit, config hash, seed, host, versions,
 timings), ``checkpoints/step-N/`` and ``metrics.jsonl``. All writes go through :mod:`mixlab.atomic`.
+
+:class:`RunDir` is the one life cycle every stage follows (pretrain, each fine-tuning method,
+distill; the data build records the same provenance)::
+
+    run = RunDir.open(out, cfg, "finetune")      # an error if out holds another config's run
+    if run.complete:
+        return result_from(run.meta)             # same config hash, finished: skip
+    run.start(cfg.seed, plan=...)                # config.yaml + meta.json {"status": "running", ...}
+    ...                                          # train; a killed run resumes from its checkpoints
+    run.finish(steps=..., timings=...)           # meta.json {"status": "complete", ...}
 """
 
 from __future__ import annotations
@@ -14,12 +24,13 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from mixlab import atomic
-from mixlab.config import config_hash, dump_yaml
+from mixlab.config import StrictModel, config_hash, dump_yaml
 
 _VERSIONED = ("mixlab", "torch", "transformers", "tokenizers", "peft", "trl", "lm_eval", "datasets", "numpy")
 
@@ -84,6 +95,63 @@ def check_run_dir(out: Path, cfg: BaseModel) -> dict[str, Any] | None:
         raise MixlabError(f"{out} holds a run of a different config (hash {meta.get('config_hash')} != "
                           f"{config_hash(cfg)}); use a new --out directory or the original config")
     return meta
+
+
+@dataclass
+class RunDir:
+    """A stage's run directory for one config: the resume check, then meta "running" -> "complete".
+
+    ``meta`` is the ``meta.json`` read by :meth:`open` (a run of the same config) or written by
+    :meth:`start`; None for a directory that holds no run yet.
+    """
+
+    path: Path
+    cfg: BaseModel
+    stage: str
+    meta: dict[str, Any] | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, cfg: BaseModel, stage: str) -> "RunDir":
+        """The run directory ``path`` for ``cfg``: an error if it holds another config's run."""
+        path = Path(path)
+        return cls(path, cfg, stage, check_run_dir(path, cfg))
+
+    @property
+    def complete(self) -> bool:
+        """True when ``path`` holds a finished run of this config (the stage skips it)."""
+        return bool(self.meta and self.meta.get("status") == "complete")
+
+    @property
+    def exists(self) -> bool:
+        """True when ``path`` holds a (finished or interrupted) run of this config."""
+        return self.meta is not None
+
+    def provenance(self, seed: int | None, **fields: Any) -> dict[str, Any]:
+        """The provenance every run records (:func:`base_meta`), then ``fields``; what a stage that
+        writes its directory in one atomic step (the data build) puts in its ``meta.json``."""
+        return {**base_meta(self.cfg, seed), **fields}
+
+    def start(self, seed: int | None, **fields: Any) -> dict[str, Any]:
+        """Write ``config.yaml`` and ``meta.json`` with status "running" (plus ``fields``)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_config(self.path, self.cfg)
+        self.meta = self.provenance(seed, stage=self.stage, status="running", **fields)
+        atomic.write_json(self.path / "meta.json", self.meta)
+        return self.meta
+
+    def finish(self, **fields: Any) -> dict[str, Any]:
+        """Mark the run complete in ``meta.json``, adding ``fields``; returns the meta written."""
+        assert self.meta is not None, "RunDir.finish before start"
+        self.meta.update({"status": "complete", **fields})
+        atomic.write_json(self.path / "meta.json", self.meta)
+        return self.meta
+
+
+class CheckpointSection(StrictModel):
+    """``checkpoint:`` of a training config: how often the run directory gets a ``checkpoints/step-N/``."""
+
+    every: int = Field(0, ge=0, description="steps between checkpoints (0: only the final one)")
+    keep_optimizer_states: int = Field(1, ge=1)
 
 
 class Timer:

@@ -205,7 +205,7 @@ class Study:
         """Merge and validate every stage config (shared by :class:`StudyConfig` and the quickstart)."""
         from mixlab.eval.tasks import resolve_tasks
         from mixlab.train.distill import DistillConfig
-        from mixlab.train.sft import FinetuneConfig
+        from mixlab.train.finetune.config import FinetuneConfig
 
         shared = merge({"kind": "finetune", "seed": cfg.seed}, finetune)
         shared = merge(shared, {"model": {"base": "<base>"}})
@@ -275,7 +275,7 @@ class Study:
         return _trains_on_distill(self.finetune[method])
 
     def finetune_config(self, method: str, base: str, data: Path | None, distilled: Path | None) -> Any:
-        from mixlab.train.sft import FinetuneConfig
+        from mixlab.train.finetune.config import FinetuneConfig
 
         patch: dict[str, Any] = {"model": {"base": base}}
         if self.uses_distill(method):
@@ -327,7 +327,7 @@ def _worker_setup() -> None:
 
 def finetune_job(cfg_data: dict[str, Any], out: str) -> dict[str, Any]:
     """One fine-tuning run in a worker process (one torch thread); returns its timings."""
-    from mixlab.train.sft import FinetuneConfig, finetune
+    from mixlab.train.finetune import FinetuneConfig, finetune
 
     _worker_setup()
     t0 = time.perf_counter()

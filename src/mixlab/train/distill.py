@@ -33,9 +33,9 @@ from mixlab import atomic
 from mixlab.config import StrictModel, load_config
 from mixlab.data.records import Record, make_id
 from mixlab.errors import ConfigError, MixlabError
-from mixlab.runs.rundir import base_meta, check_run_dir, write_config
+from mixlab.runs.rundir import RunDir
 from mixlab.train import rewards
-from mixlab.train.sft_data import DataSection
+from mixlab.train.finetune.config import DataSection
 
 SAMPLES = "samples.jsonl"
 TRAIN = "train.jsonl"
@@ -122,7 +122,8 @@ class DistillPrepared:
 def load_teacher(section: TeacherSection) -> tuple[Any, Any, str]:
     """The teacher in eval mode; an unloadable one is an error naming ``teacher.model``."""
     from mixlab.train.pretrain import resolve_device
-    from mixlab.train.sft import ModelSection, load_base
+    from mixlab.train.finetune.base import load_base
+    from mixlab.train.finetune.config import ModelSection
 
     try:
         model, tok, where = load_base(ModelSection(base=section.model, dtype=section.dtype), resolve_device(section.device))
@@ -277,8 +278,8 @@ def distill(cfg: DistillConfig, out: str | Path, status: Callable[[str], None] |
     """
     out = Path(out)
     say = status or (lambda _m: None)
-    meta = check_run_dir(out, cfg)
-    if meta and meta.get("status") == "complete":
+    run = RunDir.open(out, cfg, "distill")
+    if run.complete:
         info = orjson.loads((out / "info.json").read_bytes())
         return DistillResult(out, out / TRAIN, info["per_dataset"], info["kept"], info["sampled"], skipped=True)
     if cfg.threads:
@@ -287,10 +288,7 @@ def distill(cfg: DistillConfig, out: str | Path, status: Callable[[str], None] |
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     prep = prepare(cfg, say)
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out, cfg)
-    meta = {**base_meta(cfg, cfg.seed), "stage": "distill", "status": "running", "teacher": prep.teacher_path}
-    atomic.write_json(out / "meta.json", meta)
+    run.start(cfg.seed, teacher=prep.teacher_path)
     done = read_done(out / SAMPLES)
     resumed = len(done)
     say("sampling")
@@ -315,6 +313,5 @@ def distill(cfg: DistillConfig, out: str | Path, status: Callable[[str], None] |
         "train_file": TRAIN,
     }
     atomic.write_json(out / "info.json", info)
-    meta.update({"status": "complete", "resumed_questions": resumed, "seconds": round(time.perf_counter() - t0, 3)})
-    atomic.write_json(out / "meta.json", meta)
+    run.finish(resumed_questions=resumed, seconds=round(time.perf_counter() - t0, 3))
     return DistillResult(out, out / TRAIN, per, len(kept), info["sampled"])

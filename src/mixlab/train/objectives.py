@@ -23,41 +23,17 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
-
-from mixlab.config import StrictModel
 from mixlab.train.checkpoint import unwrap
+
+if TYPE_CHECKING:
+    from mixlab.train.finetune.config import AnchorConfig
 
 IGNORE = -100
 LN2 = math.log(2.0)
-
-
-class AnchorConfig(StrictModel):
-    """``anchor:`` of a fine-tuning config: a divergence to the base model's next-token distribution.
-
-    The weight is 0 before ``start_step``; from there it grows linearly to ``coef`` over
-    ``warmup_steps`` steps (step ``start_step + k`` gets ``coef * min(1, (k + 1) / warmup_steps)``;
-    ``warmup_steps: 0`` gives ``coef`` at once). ``last_n_tokens`` restricts the anchor to the last
-    N completion tokens of each example (e.g. the final answer), otherwise every completion token counts.
-    """
-
-    type: Literal["kl", "kl_rev", "js"] = "kl"
-    coef: float = Field(0.1, ge=0)
-    start_step: int = Field(0, ge=0)
-    warmup_steps: int = Field(0, ge=0)
-    last_n_tokens: int | None = Field(None, gt=0)
-
-    def weight(self, step: int) -> float:
-        """The anchor's coefficient at optimizer step ``step`` (0-based)."""
-        if self.coef == 0 or step < self.start_step:
-            return 0.0
-        if self.warmup_steps == 0:
-            return self.coef
-        return self.coef * min(1.0, (step - self.start_step + 1) / self.warmup_steps)
 
 
 # ---------------------------------------------------------------- divergences, per position

@@ -37,7 +37,7 @@ from mixlab.models.registry import (
     total_params,
     train_flops_per_token,
 )
-from mixlab.runs.rundir import base_meta, check_run_dir, write_config
+from mixlab.runs.rundir import CheckpointSection, RunDir
 from mixlab.train import checkpoint, distributed
 from mixlab.train.loop import Hooks, LoopConfig, StepInfo, train
 from mixlab.train.sampler import Allocation, MixtureSampler
@@ -143,11 +143,6 @@ class EvalSection(StrictModel):
         from mixlab.eval.tasks import resolve_tasks
 
         return resolve_tasks(self.suite, self.tasks) if (self.suite or self.tasks) else []
-
-
-class CheckpointSection(StrictModel):
-    every: int = Field(0, ge=0, description="steps between checkpoints (0: only the final one)")
-    keep_optimizer_states: int = Field(1, ge=1)
 
 
 class PretrainConfig(StrictModel):
@@ -388,8 +383,7 @@ class PretrainResult:
 
 def is_complete(cfg: PretrainConfig, out: str | Path) -> bool:
     """True when ``out`` holds a finished run of this config (``pretrain`` would skip it)."""
-    meta = check_run_dir(Path(out), cfg)
-    return bool(meta and meta.get("status") == "complete")
+    return RunDir.open(out, cfg, "pretrain").complete
 
 
 def _threads(cfg: PretrainConfig) -> None:
@@ -406,8 +400,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path, on_step: Callable[[StepInfo],
     """
     out = Path(out)
     say = status or (lambda _m: None)
-    meta = check_run_dir(out, cfg)
-    if meta and meta.get("status") == "complete":
+    run = RunDir.open(out, cfg, "pretrain")
+    if run.complete:
+        meta = run.meta
         final = Path(meta["final_checkpoint"])
         return PretrainResult(out, out / final, meta["steps"], meta["tokens"]["trained"],
                               meta.get("final_metrics", {}), meta["timings"], skipped=True)
@@ -417,16 +412,14 @@ def pretrain(cfg: PretrainConfig, out: str | Path, on_step: Callable[[StepInfo],
     main = distributed.is_main()
     _, micro = distributed.split_batch(t.batch_size, t.micro_batch_size)  # ConfigError before any work
     with distributed.main_first():  # rank 0 trains and saves the tokenizer; the other ranks load it
-        prep = prepare(cfg, out / "tokenizer" if meta or not main else None, status=say)
+        prep = prepare(cfg, out / "tokenizer" if run.exists or not main else None, status=say)
         plan = prep.plan
         if main:
             out.mkdir(parents=True, exist_ok=True)
-            write_config(out, cfg)
             prep.tokenizer.save_pretrained(str(out / "tokenizer"))
             atomic.write_json(out / "mixture.json", {"priors": plan.priors, **plan.allocation.as_dict(),
                                                      "source_tokens": plan.source_tokens})
-            meta = {**base_meta(cfg, cfg.seed), "stage": "pretrain", "status": "running", "plan": plan.summary()}
-            atomic.write_json(out / "meta.json", meta)
+            run.start(cfg.seed, plan=plan.summary())
     device = resolve_device(cfg.train.device)
     setup_s = time.perf_counter() - t_start
 
@@ -461,16 +454,15 @@ def pretrain(cfg: PretrainConfig, out: str | Path, on_step: Callable[[StepInfo],
     timings["setup"] = round(setup_s, 3)
     timings["total_this_process"] = round(time.perf_counter() - t_start, 3)
     realized_tokens = prep.sampler.realized_tokens(plan.steps * t.batch_size)
-    meta.update({
-        "status": "complete", "steps": plan.steps, "final_checkpoint": str(final.relative_to(out)),
-        "resumed_from": result.resumed_from, "timings": timings, "final_metrics": result.last_metrics,
-        "tokens": {"trained": result.tokens, "budget": plan.token_budget, "per_source": realized_tokens,
-                   "available_per_source": plan.source_tokens},
-        "mixture": {"requested": plan.allocation.requested, "realized": plan.allocation.realized,
-                    "priors": plan.priors, "capped": plan.allocation.capped},
-        "threads": torch.get_num_threads(), "device": str(device), "pid": os.getpid(), **distributed.describe(),
-    })
-    atomic.write_json(out / "meta.json", meta)
+    run.finish(
+        steps=plan.steps, final_checkpoint=str(final.relative_to(out)),
+        resumed_from=result.resumed_from, timings=timings, final_metrics=result.last_metrics,
+        tokens={"trained": result.tokens, "budget": plan.token_budget, "per_source": realized_tokens,
+                "available_per_source": plan.source_tokens},
+        mixture={"requested": plan.allocation.requested, "realized": plan.allocation.realized,
+                 "priors": plan.priors, "capped": plan.allocation.capped},
+        threads=torch.get_num_threads(), device=str(device), pid=os.getpid(), **distributed.describe(),
+    )
     return PretrainResult(out, final, plan.steps, result.tokens, result.last_metrics, timings)
 
 

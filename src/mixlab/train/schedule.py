@@ -7,12 +7,14 @@ so that its state is saved and resumed with the optimizer like any PyTorch sched
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import model_validator
 
 from mixlab.config import StrictModel
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ScheduleConfig(StrictModel):
@@ -66,4 +68,6 @@ def lr_multiplier(cfg: ScheduleConfig, step: int, total_steps: int) -> float:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    import torch  # here, so that configs holding a ScheduleConfig validate without torch
+
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(cfg, s, total_steps))

@@ -23,64 +23,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
 
-from mixlab.config import StrictModel
 from mixlab.data.records import Record, iter_json_lines, record_from_dict
 from mixlab.errors import ConfigError, DataError
 from mixlab.train.objectives import IGNORE
 
-TEXT_KINDS = ("toyworld", "corpus", "file", "records")
-
-
-class ReplaySection(StrictModel):
-    """General data mixed into training: ``ratio`` of the examples (0.2 = one in five) come from ``source``.
-
-    ``source`` is a records dataset name (``toyworld_prose``, ``gsm8k``), a records JSONL file, or
-    one or more text URIs (``toyworld:prose``, ``corpus:wikitext2``, ``file:path``, ``records:<dataset>``).
-    """
-
-    source: str | list[str]
-    ratio: float = Field(0.2, gt=0, lt=1)
-
-    @model_validator(mode="after")
-    def _sources(self) -> "ReplaySection":
-        if isinstance(self.source, list) and not (self.source and all(_is_text_uri(s) for s in self.source)):
-            raise ValueError("a list of replay sources must be text URIs "
-                             f"({', '.join(k + ':...' for k in TEXT_KINDS)}); give one dataset or file as a string")
-        return self
-
-
-class DataSection(StrictModel):
-    """Where the fine-tuning targets come from and how they become token sequences."""
-
-    build: str | None = Field(None, description="a data-build directory (reads mixed/train.jsonl)")
-    records: str | None = Field(None, description="a records JSONL file")
-    datasets: list[str] | None = Field(None, description="registered dataset names")
-    split: str | None = Field("train", description="with `datasets`: keep records of this official split")
-    where: dict[str, list[Any]] | None = Field(None, description="keep records whose metadata[key] is one of the "
-                                               "values, e.g. {tier: [1]} or {level: [Level 1, Level 2]}")
-    max_records: int | None = Field(None, gt=0)
-    sample_ratio: float = Field(1.0, gt=0, le=1, description="train on this seeded fraction of the targets")
-    prompt_template: str = Field("Q: {question}\nA: ", description="used when there is no chat template")
-    chat_template: bool | Literal["auto"] = "auto"
-    max_seq_len: int = Field(256, gt=8)
-    packing: bool = False
-    replay: ReplaySection | None = None
-
-    @model_validator(mode="after")
-    def _one_input(self) -> "DataSection":
-        given = [k for k in ("build", "records", "datasets") if getattr(self, k)]
-        if len(given) != 1:
-            raise ValueError("give exactly one of data.build (a data-build directory), data.records "
-                             f"(a JSONL file) or data.datasets (dataset names); got {given or 'none'}")
-        if "{question}" not in self.prompt_template:
-            raise ValueError("data.prompt_template must contain {question}")
-        return self
+if TYPE_CHECKING:
+    from mixlab.train.finetune.config import DataSection, ReplaySection
 
 
 @dataclass
@@ -245,18 +198,12 @@ def text_examples(tokenizer: Any, docs: Sequence[str], max_len: int) -> list[Exa
 # ---------------------------------------------------------------- replay
 
 
-def _is_text_uri(source: str) -> bool:
-    kind, sep, arg = source.partition(":")
-    return bool(sep) and kind in TEXT_KINDS and bool(arg)
-
-
 def load_replay(section: ReplaySection, formatter: Formatter, seed: int) -> tuple[list[Example], str]:
     """The replay pool: every example the replay source offers (sampled to the ratio by the caller)."""
     src = section.source
-    if isinstance(src, list) or _is_text_uri(src):
+    if (uris := section.text_uris()) is not None:
         from mixlab.data.text import TextSourceConfig, load_source
 
-        uris = src if isinstance(src, list) else [src]
         text = load_source("replay", TextSourceConfig(uri=uris), seed)
         return text_examples(formatter.tok, text.train, formatter.max_len), f"text {', '.join(uris)}"
     path = Path(src).expanduser()
@@ -271,7 +218,7 @@ def load_replay(section: ReplaySection, formatter: Formatter, seed: int) -> tupl
             get_source(src)
         except DataError as e:
             raise DataError(f"data.replay.source: {e}. Give a dataset name, a records .jsonl file, or a "
-                            f"text URI ({', '.join(k + ':...' for k in TEXT_KINDS)})") from None
+                            f"text URI ({', '.join(k + ':...' for k in section.text_kinds)})") from None
         found = _dataset_records([src], "train")
     found = [(w, r) for w, r in found if r.completion.strip()]
     return [formatter.encode(r.question, r.completion)[0] for _, r in found], f"records {src}"

@@ -30,6 +30,17 @@ import torch
 from mixlab import atomic
 from mixlab.data.records import Record
 from mixlab.train import checkpoint
+from mixlab.train.finetune.base import apply_lora
+from mixlab.train.finetune.run import FinetuneResult, Say, eval_model, quiet
+from mixlab.train.finetune.trl_bridge import (
+    Run,
+    finish,
+    load_inputs,
+    plan_tail,
+    quiet_trainer,
+    run_method,
+    trainer_kwargs,
+)
 from mixlab.train.loop import StepInfo
 
 
@@ -63,12 +74,9 @@ class SPINPrepared:
         }
 
 
-def prepare(cfg: Any, status: Callable[[str], None] | None = None) -> SPINPrepared:
+def prepare(cfg: Any, say: Say = quiet) -> SPINPrepared:
     """Load the base and the questions with their ground-truth answers; user errors surface here."""
-    from mixlab.train.sft import apply_lora
-    from mixlab.train.trl_bridge import load_inputs
-
-    x = load_inputs(cfg, status or (lambda _m: None))
+    x = load_inputs(cfg, say)
     model = apply_lora(x.model, cfg.lora, cfg.seed) if cfg.lora is not None else x.model
     t = cfg.train
     per_iter = t.steps or max(1, math.ceil((t.epochs or 1.0) * len(x.found) / t.batch_size))
@@ -76,7 +84,7 @@ def prepare(cfg: Any, status: Callable[[str], None] | None = None) -> SPINPrepar
                         x.device, x.eval_specs, x.load_seconds, x.origin)
 
 
-def format_plan(prep: SPINPrepared) -> str:
+def format_plan(prep: SPINPrepared, method: Any = None) -> str:
     s, c = prep.summary(), prep.config
     sp = c.spin
     lines = [
@@ -87,8 +95,6 @@ def format_plan(prep: SPINPrepared) -> str:
         f"training     {s['steps_per_iteration']:,} steps x {c.train.batch_size} pairs per iteration "
         f"({s['steps']:,} in all), lr {c.train.lr:g}, beta {sp.beta:g}, loss {sp.loss_type}",
     ]
-    from mixlab.train.trl_bridge import plan_tail
-
     return "\n".join(lines + plan_tail(c, s["early_stop_tasks"]))
 
 
@@ -96,14 +102,13 @@ def own_answers(prep: SPINPrepared, model: torch.nn.Module, iteration: int) -> l
     """The model's answer to every question (the rejected side of iteration ``iteration``'s pairs)."""
     from mixlab.eval.generation import Generator
     from mixlab.eval.tasks import GenerationSpec
-    from mixlab.train.sft import _eval_model
 
     sp = prep.config.spin
     spec = GenerationSpec(max_new_tokens=sp.max_new_tokens, stop=sp.stop, temperature=sp.temperature, top_p=sp.top_p,
                           seed=prep.config.seed * 1_000_003 + iteration, chat_template=prep.chat)
     was = model.training
     model.eval()
-    gen = Generator(_eval_model(model), prep.tokenizer, batch_size=sp.generation_batch_size)
+    gen = Generator(eval_model(model), prep.tokenizer, batch_size=sp.generation_batch_size)
     questions = [r.question if prep.chat else p for r, p in zip(prep.records, prep.prompts, strict=True)]
     out = [c[0].text for c in gen.generate(questions, spec)]
     model.train(was)
@@ -139,9 +144,6 @@ def build_trainer(prep: SPINPrepared, model: torch.nn.Module, ref_model: torch.n
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from mixlab.train.grpo import quiet
-    from mixlab.train.trl_bridge import trainer_kwargs
-
     cfg, t, sp = prep.config, prep.config.train, prep.config.spin
     micro = t.micro_batch_size or t.batch_size
     kwargs = trainer_kwargs(cfg, out, prep.steps_per_iteration, prep.device)
@@ -152,7 +154,7 @@ def build_trainer(prep: SPINPrepared, model: torch.nn.Module, ref_model: torch.n
     datasets.disable_progress_bars()  # no per-map bar inside the run's own progress display
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=prep.tokenizer, callbacks=callbacks)
-    return quiet(trainer)
+    return quiet_trainer(trainer)
 
 
 def _finished_iterations(out: Path, per_iter: int, iterations: int) -> int:
@@ -165,18 +167,14 @@ def _finished_iterations(out: Path, per_iter: int, iterations: int) -> int:
     return done
 
 
-def finetune(cfg: Any, out: str | Path, on_step: Callable[[StepInfo], None] | None = None,
-             status: Callable[[str], None] | None = None):
-    """Run (or resume, or skip when finished) a SPIN run in ``out``; returns a ``FinetuneResult``."""
-    from mixlab.train.trl_bridge import run_method
-
-    return run_method(cfg, out, prepare, train, on_step, status)
+def run(cfg: Any, out: Path, on_step: Callable[[StepInfo], None] | None = None, status: Say | None = None,
+        evaluate_fn: Any = None) -> FinetuneResult:
+    """Run (or resume, or skip when finished) a SPIN run in ``out``."""
+    return run_method(cfg, out, prepare, train, on_step, status, evaluate_fn)
 
 
-def train(run: Any, say: Callable[[str], None]):
+def train(run: Run, say: Say) -> FinetuneResult:
     """Train a started SPIN run: the iterations not finished yet, each from the previous one's model."""
-    from mixlab.train.trl_bridge import finish
-
     cfg, prep, out = run.prep.config, run.prep, run.out
     model, S, n_iter = prep.model, prep.steps_per_iteration, cfg.spin.iterations
     done = _finished_iterations(out, S, n_iter)

@@ -28,6 +28,18 @@ from typing import Any
 import torch
 
 from mixlab.train import rewards
+from mixlab.train.finetune.base import apply_lora
+from mixlab.train.finetune.run import FinetuneResult, Say, quiet
+from mixlab.train.finetune.trl_bridge import (
+    Run,
+    finish,
+    last_trainer_checkpoint,
+    load_inputs,
+    plan_tail,
+    quiet_trainer,
+    run_method,
+    trainer_kwargs,
+)
 from mixlab.train.loop import StepInfo
 
 
@@ -66,12 +78,9 @@ def reward_checks(cfg: Any, found: list[tuple[str, Any]]) -> list[list[rewards.C
     return [rewards.plan_checks(found, name, field=f"grpo.rewards ({name})") for name in cfg.grpo.rewards]
 
 
-def prepare(cfg: Any, status: Callable[[str], None] | None = None) -> GRPOPrepared:
+def prepare(cfg: Any, say: Say = quiet) -> GRPOPrepared:
     """Load the base and the prompts and plan every record's verification: user errors surface here."""
-    from mixlab.train.sft import apply_lora
-    from mixlab.train.trl_bridge import load_inputs
-
-    x = load_inputs(cfg, status or (lambda _m: None))
+    x = load_inputs(cfg, say)
     checks = reward_checks(cfg, x.found)
     if any(ch.verifier == "code" for per in checks for ch in per):
         from mixlab.eval.sandbox import check_sandbox
@@ -86,7 +95,7 @@ def prepare(cfg: Any, status: Callable[[str], None] | None = None) -> GRPOPrepar
                         steps, x.device, x.eval_specs, x.load_seconds, x.origin, x.chat)
 
 
-def format_plan(prep: GRPOPrepared) -> str:
+def format_plan(prep: GRPOPrepared, method: Any = None) -> str:
     s, c = prep.summary(), prep.config
     g = c.grpo
     lines = [
@@ -98,8 +107,6 @@ def format_plan(prep: GRPOPrepared) -> str:
         f"objective    loss {g.loss_type}, beta {g.beta:g}, epsilon {g.epsilon:g}, scale_rewards {g.scale_rewards}"
         + (f", stop at {g.stop!r}" if g.stop else ""),
     ]
-    from mixlab.train.trl_bridge import plan_tail
-
     return "\n".join(lines + plan_tail(c, s["early_stop_tasks"]))
 
 
@@ -124,8 +131,6 @@ def build_trainer(prep: GRPOPrepared, out: Path, callbacks: list[Any]):
     """trl's GRPOTrainer for a prepared run (the model, rewards and settings of the config)."""
     from trl import GRPOConfig, GRPOTrainer
 
-    from mixlab.train.trl_bridge import trainer_kwargs
-
     cfg, g, t = prep.config, prep.config.grpo, prep.config.train
     micro = t.micro_batch_size or t.batch_size
     args = GRPOConfig(
@@ -140,34 +145,17 @@ def build_trainer(prep: GRPOPrepared, out: Path, callbacks: list[Any]):
     funcs = [reward_function(name, checks, g.stop) for name, checks in zip(g.rewards, prep.checks, strict=True)]
     trainer = GRPOTrainer(model=prep.model, reward_funcs=funcs, args=args, train_dataset=_dataset(prep.prompts),
                           processing_class=prep.tokenizer, callbacks=callbacks)
-    return quiet(trainer)
+    return quiet_trainer(trainer)
 
 
-def quiet(trainer: Any) -> Any:
-    """No log dictionaries printed to stdout and no per-shard or per-map progress bars (metrics.jsonl and
-    the run's own progress bar report them)."""
-    import datasets
-    from transformers.trainer_callback import PrinterCallback
-    from transformers.utils import logging as hf_logging
-
-    trainer.remove_callback(PrinterCallback)
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    return trainer
+def run(cfg: Any, out: Path, on_step: Callable[[StepInfo], None] | None = None, status: Say | None = None,
+        evaluate_fn: Any = None) -> FinetuneResult:
+    """Run (or resume, or skip when finished) a GRPO run in ``out``."""
+    return run_method(cfg, out, prepare, train, on_step, status, evaluate_fn)
 
 
-def finetune(cfg: Any, out: str | Path, on_step: Callable[[StepInfo], None] | None = None,
-             status: Callable[[str], None] | None = None):
-    """Run (or resume, or skip when finished) a GRPO run in ``out``; returns a ``FinetuneResult``."""
-    from mixlab.train.trl_bridge import run_method
-
-    return run_method(cfg, out, prepare, train, on_step, status)
-
-
-def train(run: Any, say: Callable[[str], None]):
+def train(run: Run, say: Say) -> FinetuneResult:
     """Train a started GRPO run, resuming from trl's last checkpoint when there is one."""
-    from mixlab.train.trl_bridge import finish, last_trainer_checkpoint
-
     trainer = build_trainer(run.prep, run.out, [run.callback(run.prep.steps)])
     resume = last_trainer_checkpoint(run.out)
     if resume:

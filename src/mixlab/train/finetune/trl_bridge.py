@@ -20,9 +20,24 @@ from typing import Any
 
 import torch
 
-from mixlab import atomic
 from mixlab.errors import MixlabError
+from mixlab.runs.rundir import RunDir
 from mixlab.train import checkpoint
+from mixlab.train.finetune.base import merge_lora
+from mixlab.train.finetune.run import (
+    EarlyStopper,
+    EvaluateFn,
+    FinetuneResult,
+    Say,
+    aggregate,
+    evaluate_baseline,
+    flat_scores,
+    load_for_run,
+    open_run,
+    quiet,
+    run_evaluation,
+    set_threads,
+)
 from mixlab.train.loop import MetricsLog, StepInfo
 
 _SCHEDULERS = {"cosine": "cosine_with_min_lr", "constant": "constant_with_warmup", "wsd": "warmup_stable_decay"}
@@ -70,11 +85,10 @@ class Inputs:
     chat: bool
 
 
-def load_inputs(cfg: Any, say: Callable[[str], None]) -> Inputs:
+def load_inputs(cfg: Any, say: Say) -> Inputs:
     """Resolve the early-stopping tasks, load the base and read the records; questions become prompts as
     SFT formats them: a conversation when the model has a chat template (trl applies it), else
     ``data.prompt_template`` filled with the question."""
-    from mixlab.train.sft import load_for_run
     from mixlab.train.sft_data import Formatter, select_targets
 
     specs, device, model, tok, base_path, load_s = load_for_run(cfg, say)
@@ -184,9 +198,7 @@ def make_callback(out: Path, tokenizer: Any, total_steps: int, *, offset: int = 
 class EarlyStopping:
     """The ``early_stop`` evaluation of SFT runs, for a trl trainer (no-op without ``early_stop``)."""
 
-    def __init__(self, prep: Any, out: Path, say: Callable[[str], None], step_of_baseline: bool = True):
-        from mixlab.train.sft import EarlyStopper, _baseline
-
+    def __init__(self, prep: Any, out: Path, say: Say, step_of_baseline: bool = True):
         self.prep, self.out, self.say = prep, out, say
         e = prep.config.early_stop
         self.every = e.every if e else 0
@@ -195,14 +207,12 @@ class EarlyStopping:
         if e is not None and e.baseline and step_of_baseline:
             say("baseline evaluation")
             t0 = time.perf_counter()
-            self.baseline = _baseline(prep, out, say)
+            self.baseline = evaluate_baseline(prep, out, say)
             self.baseline_seconds = time.perf_counter() - t0
         self.evaluate = self._evaluate if e else None
         self.should_stop = self._should_stop if e else None
 
     def _evaluate(self, model: torch.nn.Module, step: int) -> dict[str, float]:
-        from mixlab.train.sft import aggregate, flat_scores, run_evaluation
-
         e = self.prep.config.early_stop
         res = run_evaluation(self.prep, model, f"{self.out}@step-{step}", str(checkpoint.step_dir(self.out, step)),
                              self.out / "eval" / f"step-{step}", self.say)
@@ -226,11 +236,11 @@ class EarlyStopping:
 
 @dataclass
 class Run:
-    """A new or resumed trl-based run: its prepared inputs, ``meta.json`` so far, early stopping and state."""
+    """A new or resumed trl-based run: its prepared inputs, run directory, early stopping and state."""
 
     prep: Any
     out: Path
-    meta: dict[str, Any]
+    rundir: RunDir
     t_start: float
     early: "EarlyStopping"
     state: RunState
@@ -244,26 +254,32 @@ class Run:
                              evaluate=e.evaluate, eval_every=e.every, should_stop=e.should_stop, info=e.info)
 
 
-def start_run(cfg: Any, out: str | Path, prepare: Callable[[Any, Callable[[str], None]], Any],
-              status: Callable[[str], None] | None, on_step: Callable[[StepInfo], None] | None):
+def start_run(cfg: Any, out: Path, prepare: Callable[[Any, Say], Any], status: Say | None,
+              on_step: Callable[[StepInfo], None] | None) -> Run | FinetuneResult:
     """The finished run's ``FinetuneResult`` when ``out`` holds one; else the :class:`Run` of a new or
     resumed run whose config and ``meta.json`` (status running) are written."""
-    from mixlab.runs.rundir import base_meta, check_run_dir, write_config
-
-    out = Path(out)
-    say = status or (lambda _m: None)
-    meta = check_run_dir(out, cfg)
-    if meta and meta.get("status") == "complete":
-        return completed_result(out, meta)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    say = status or quiet
+    rundir, done = open_run(cfg, out)
+    if done is not None:
+        return done
+    set_threads(cfg)
     t_start = time.perf_counter()
     prep = prepare(cfg, say)
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(out, cfg)
-    meta = {**base_meta(cfg, cfg.seed), "stage": "finetune", "status": "running", "plan": prep.summary()}
-    atomic.write_json(out / "meta.json", meta)
-    return Run(prep, out, meta, t_start, EarlyStopping(prep, out, say), RunState(), on_step)
+    rundir.start(cfg.seed, plan=prep.summary())
+    return Run(prep, out, rundir, t_start, EarlyStopping(prep, out, say), RunState(), on_step)
+
+
+def quiet_trainer(trainer: Any) -> Any:
+    """No log dictionaries printed to stdout and no per-shard or per-map progress bars (metrics.jsonl and
+    the run's own progress bar report them)."""
+    import datasets
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.utils import logging as hf_logging
+
+    trainer.remove_callback(PrinterCallback)
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    return trainer
 
 
 def plan_tail(cfg: Any, eval_tasks: list[str]) -> list[str]:
@@ -277,30 +293,22 @@ def plan_tail(cfg: Any, eval_tasks: list[str]) -> list[str]:
     return lines
 
 
-def run_method(cfg: Any, out: str | Path, prepare: Callable[[Any, Callable[[str], None]], Any],
-               train: Callable[[Run, Callable[[str], None]], Any], on_step: Callable[[StepInfo], None] | None,
-               status: Callable[[str], None] | None):
-    """``finetune`` of a trl-based method: skip a finished run, else start (or resume) it and ``train`` it."""
+def run_method(cfg: Any, out: Path, prepare: Callable[[Any, Say], Any], train: Callable[[Run, Say], FinetuneResult],
+               on_step: Callable[[StepInfo], None] | None, status: Say | None,
+               evaluate_fn: EvaluateFn | None = None) -> FinetuneResult:
+    """``run`` of a trl-based method: skip a finished run, else start (or resume) it and ``train`` it."""
+    if evaluate_fn is not None:
+        raise MixlabError(f"method {cfg.method!r} trains through trl, which takes no evaluate_fn; evaluate with "
+                          "`early_stop:` instead")
     run = start_run(cfg, out, prepare, status, on_step)
     if not isinstance(run, Run):
         return run
-    return train(run, status or (lambda _m: None))
-
-
-def completed_result(out: Path, meta: dict[str, Any]):
-    from mixlab.train.sft import FinetuneResult
-
-    best = meta.get("best_checkpoint")
-    return FinetuneResult(out, out / meta["final_checkpoint"], out / best if best else None, meta["steps"],
-                          meta["stopped_early"], meta.get("final_metrics", {}), meta["timings"],
-                          meta.get("baseline"), skipped=True)
+    return train(run, status or quiet)
 
 
 def finish(run: Run, step: int, result: Any, resumed: str | None, extra: dict[str, Any] | None = None):
     """Write ``merged/`` (LoRA) and the final ``meta.json``; the run's ``FinetuneResult``."""
-    from mixlab.train.sft import FinetuneResult, merge_lora
-
-    prep, out, meta, state, early, t_start = run.prep, run.out, run.meta, run.state, run.early, run.t_start
+    prep, out, state, early, t_start = run.prep, run.out, run.state, run.early, run.t_start
     cfg = prep.config
     final = checkpoint.step_dir(out, step)
     if not final.is_dir():
@@ -317,14 +325,12 @@ def finish(run: Run, step: int, result: Any, resumed: str | None, extra: dict[st
                "evaluation": round(state.eval_seconds + getattr(early, "baseline_seconds", 0.0), 3), "judging": 0.0,
                "model_io": round(state.io_seconds + prep.load_seconds, 3), "total_this_process": round(total, 3)}
     final_metrics = {k: v for k, v in state.last_metrics.items() if isinstance(v, (int, float))}
-    meta.update({
-        "status": "complete", "steps": step, "final_checkpoint": str(final.relative_to(out)),
-        "best_checkpoint": "best" if best else None, "best_step": early.stopper.best_step,
-        "best_score": early.stopper.best, "stopped_early": state.stopped_early,
-        "evaluations": [list(h) for h in early.stopper.history], "merged": "merged" if merged else None,
-        "resumed_from": resumed, "timings": timings, "final_metrics": final_metrics, "baseline": early.baseline,
-        "threads": torch.get_num_threads(), "device": str(prep.device), "pid": os.getpid(), **(extra or {}),
-    })
-    atomic.write_json(out / "meta.json", meta)
+    run.rundir.finish(
+        steps=step, final_checkpoint=str(final.relative_to(out)), best_checkpoint="best" if best else None,
+        best_step=early.stopper.best_step, best_score=early.stopper.best, stopped_early=state.stopped_early,
+        evaluations=[list(h) for h in early.stopper.history], merged="merged" if merged else None,
+        resumed_from=resumed, timings=timings, final_metrics=final_metrics, baseline=early.baseline,
+        threads=torch.get_num_threads(), device=str(prep.device), pid=os.getpid(), **(extra or {}),
+    )
     shutil.rmtree(out / "trainer", ignore_errors=True)  # trl's resume state (optimizer too): not needed any more
     return FinetuneResult(out, final, best, step, state.stopped_early, final_metrics, timings, early.baseline)
