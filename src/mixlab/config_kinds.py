@@ -1,8 +1,9 @@
 """Every kind of mixlab config, how to tell which one a YAML file is, and validating any of them.
 
-:data:`KINDS` is the one table of config kinds (``mixlab validate`` and the ``kind:`` field read it):
-each names its pydantic model(s), the loader its own command uses, and the top-level keys that give
-it away. ``validate`` calls that loader, so it checks exactly what the command would check before
+:data:`ALL_KINDS` is the one table of config kinds: each names its pydantic model(s), the loader its
+own command uses, the top-level keys that give it away, and its entry in the configuration reference
+(:mod:`mixlab.config_reference` renders it); :data:`KINDS` holds the ones a file can be
+(``mixlab validate`` and the ``kind:`` field read it). ``validate`` calls that loader, so it checks exactly what the command would check before
 any work, including what the loader adds on top of the schema (a study's or quickstart's stage
 configs, a swarm's base pretraining config)::
 
@@ -39,50 +40,68 @@ def _attr(ref: str) -> Any:
 class ConfigKind:
     """One kind of config: ``models`` ("module:Class"; a propose config has a pretraining and a
     fine-tuning mode), the ``loader`` "module:function(path, overrides)" its command reads it with,
-    ``markers`` (a file holding every key of any one of these sets is of this kind) and the
-    ``command`` that runs it."""
+    ``markers`` (a file holding every key of any one of these sets is of this kind), the ``command``
+    that runs it, and its ``title`` and ``usage`` line in the configuration reference
+    (:mod:`mixlab.config_reference`). A kind without a loader is documented there but is no file
+    ``mixlab validate`` reads on its own (the launch options, a task file)."""
 
     name: str
     models: tuple[str, ...]
-    loader: str
+    loader: str | None
     markers: tuple[frozenset[str], ...]
     command: str
+    title: str
+    usage: str
 
     def fields(self) -> set[str]:
         """Every top-level field the kind's models accept."""
         return {f for m in self.models for f in _attr(m).model_fields}
 
     def load(self, path: str | Path, overrides: Sequence[str] = ()) -> Any:
+        assert self.loader is not None, f"{self.name} configs are not read on their own"
         return _attr(self.loader)(path, list(overrides))
 
 
-def _kind(name: str, models: str | tuple[str, ...], loader: str, markers: Sequence[Sequence[str]],
-          command: str) -> ConfigKind:
+def _kind(name: str, models: str | tuple[str, ...], loader: str | None, markers: Sequence[Sequence[str]],
+          command: str, usage: str, title: str | None = None) -> ConfigKind:
     return ConfigKind(name, (models,) if isinstance(models, str) else models, loader,
-                      tuple(frozenset(m) for m in markers), command)
+                      tuple(frozenset(m) for m in markers), command, title or name, usage)
 
 
-KINDS: dict[str, ConfigKind] = {k.name: k for k in (
+# Every config kind, in the order the reference documents them.
+ALL_KINDS: tuple[ConfigKind, ...] = (
     _kind("data", "mixlab.data.build:DataConfig", "mixlab.data.api:load_config_file", [["domains"]],
-          "mixlab data build"),
+          "mixlab data build", "`mixlab data build CONFIG --out DIR`", title="data build"),
     _kind("pretrain", "mixlab.train.pretrain:PretrainConfig", "mixlab.train.pretrain:load_pretrain_config",
-          [["duration"]], "mixlab pretrain"),
-    _kind("finetune", "mixlab.train.sft:FinetuneConfig", "mixlab.train.sft:load_finetune_config", [["method"]],
-          "mixlab finetune"),
+          [["duration"]], "mixlab pretrain", "`mixlab pretrain CONFIG --out DIR`"),
+    _kind("finetune", "mixlab.train.finetune.config:FinetuneConfig",
+          "mixlab.train.finetune.config:load_finetune_config", [["method"]], "mixlab finetune",
+          "`mixlab finetune CONFIG --out DIR`"),
     _kind("distill", "mixlab.train.distill:DistillConfig", "mixlab.train.distill:load_distill_config",
-          [["teacher"]], "mixlab distill"),
+          [["teacher"]], "mixlab distill", "`mixlab distill CONFIG --out DIR`"),
     _kind("sweep", "mixlab.runs.sweep:SweepConfig", "mixlab.runs.sweep:load_sweep_config",
-          [["runs"], ["base_models"]], "mixlab sweep"),
+          [["runs"], ["base_models"]], "mixlab sweep",
+          "`mixlab sweep CONFIG`, `mixlab status CONFIG`, `mixlab report CONFIG`"),
+    _kind("launch", "mixlab.runs.launch:LaunchConfig", None, [], "--backend",
+          "`--backend local|ray|slurm` and its options"),
     _kind("swarm", "mixlab.mixopt.swarm:SwarmConfig", "mixlab.config_kinds:load_swarm_and_base", [["variants"]],
-          "mixlab swarm generate"),
+          "mixlab swarm generate", "`mixlab swarm generate CONFIG --out DIR`"),
     _kind("fit", "mixlab.mixopt.fit:FitConfig", "mixlab.mixopt.fit:load_fit_config", [["ratios", "metrics"]],
-          "mixlab fit"),
+          "mixlab fit", "`mixlab fit CONFIG --out DIR`"),
     _kind("propose", ("mixlab.mixopt.propose:ProposeConfig", "mixlab.mixopt.propose:FinetuneConfig"),
-          "mixlab.mixopt.fit:load_propose_config", [["fit"], ["mode", "results"]], "mixlab propose"),
-    _kind("study", "mixlab.study:StudyConfig", "mixlab.study:load_study", [["methods"]], "mixlab study"),
+          "mixlab.mixopt.fit:load_propose_config", [["fit"], ["mode", "results"]], "mixlab propose",
+          "`mixlab propose CONFIG --out DIR`"),
+    _kind("study", "mixlab.study:StudyConfig", "mixlab.study:load_study", [["methods"]], "mixlab study",
+          "`mixlab study CONFIG --out DIR` (configs/studies/)"),
     _kind("quickstart", "mixlab.quickstart:QuickstartConfig", "mixlab.quickstart:load_quickstart_config",
-          [["methods"]], "mixlab quickstart --config"),
-)}
+          [["methods"]], "mixlab quickstart --config",
+          "`mixlab quickstart --config FILE` (default: the packaged one)"),
+    _kind("task", "mixlab.eval.tasks:TaskSpec", None, [], "mixlab eval",
+          "an evaluation task YAML (`src/mixlab/eval/tasks/**`)"),
+)
+
+# The kinds of config file (``mixlab validate`` and the ``kind:`` field read these).
+KINDS: dict[str, ConfigKind] = {k.name: k for k in ALL_KINDS if k.loader is not None}
 
 
 def load_swarm_and_base(path: str | Path, overrides: Sequence[str] = ()) -> Any:
@@ -143,4 +162,4 @@ def validate_file(path: str | Path, overrides: Sequence[str] = ()) -> tuple[str,
     return kind, getattr(loaded, "config", loaded)  # a study loads as a Study, which keeps its config
 
 
-__all__ = ["KINDS", "ConfigKind", "detect_kind", "kind_of_model", "load_swarm_and_base", "validate_file"]
+__all__ = ["ALL_KINDS", "KINDS", "ConfigKind", "detect_kind", "kind_of_model", "load_swarm_and_base", "validate_file"]

@@ -16,21 +16,10 @@ from collections.abc import Iterator
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-# (title, "module:Class", what the config is for)
-KINDS: list[tuple[str, str, str]] = [
-    ("quickstart", "mixlab.quickstart:QuickstartConfig", "`mixlab quickstart --config FILE` (default: the packaged one)"),
-    ("study", "mixlab.study:StudyConfig", "`mixlab study CONFIG --out DIR` (configs/studies/)"),
-    ("data build", "mixlab.data.build:DataConfig", "`mixlab data build CONFIG --out DIR`"),
-    ("pretrain", "mixlab.train.pretrain:PretrainConfig", "`mixlab pretrain CONFIG --out DIR`"),
-    ("finetune", "mixlab.train.sft:FinetuneConfig", "`mixlab finetune CONFIG --out DIR`"),
-    ("distill", "mixlab.train.distill:DistillConfig", "`mixlab distill CONFIG --out DIR`"),
-    ("sweep", "mixlab.runs.sweep:SweepConfig", "`mixlab sweep CONFIG`, `mixlab status CONFIG`, `mixlab report CONFIG`"),
-    ("launch", "mixlab.runs.launch:LaunchConfig", "`--backend local|ray|slurm` and its options"),
-    ("swarm", "mixlab.mixopt.swarm:SwarmConfig", "`mixlab swarm generate CONFIG --out DIR`"),
-    ("fit", "mixlab.mixopt.fit:FitConfig", "`mixlab fit CONFIG --out DIR`"),
-    ("propose", "mixlab.mixopt.propose:ProposeConfig", "`mixlab propose CONFIG --out DIR`"),
-    ("task", "mixlab.eval.tasks:TaskSpec", "an evaluation task YAML (`src/mixlab/eval/tasks/**`)"),
-]
+from mixlab.config_kinds import ALL_KINDS
+
+# (title, "module:Class", what the config is for), from the one table of config kinds
+KINDS: list[tuple[str, str, str]] = [(k.title, k.models[0], k.usage) for k in ALL_KINDS]
 
 
 def _load(ref: str) -> type[BaseModel] | None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from mixlab.eval.tasks import GenerationSpec
+from mixlab.eval.spec import GenerationSpec
 
 Message = dict[str, str]  # {"role": "user"|"assistant"|"system", "content": ...}
 

@@ -34,42 +34,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import Field
-
 from mixlab import atomic
-from mixlab.config import StrictModel
 from mixlab.errors import DataError, MixlabError
+from mixlab.eval import metrics as M
+from mixlab.eval.engine import Context, Generative, Scored, Tick
+from mixlab.eval.spec import GenerationSpec, JudgeSpec
 from mixlab.settings import cache_dir as _cache_dir
 from mixlab.settings import data_dir as _data_dir
 
-# FastChat llm_judge/common.py: generation temperature per MT-Bench category.
-FASTCHAT_TEMPERATURES: dict[str, float] = {
-    "writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0,
-    "reasoning": 0.0, "stem": 0.1, "humanities": 0.1, "arena-hard-200": 0.0,
-}
-# Categories whose judge prompts include a reference answer (FastChat's NEED_REF_CATS).
-REFERENCE_CATEGORIES = ("math", "reasoning", "coding", "arena-hard-200")
 RATING = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 RATING_FALLBACK = re.compile(r"\[(\d+\.?\d*)\]")
 
 
 class JudgeUnavailable(MixlabError):
     """The judge cannot be reached or loaded; raised before a run starts."""
-
-
-class JudgeTaskSpec(StrictModel):
-    """The ``judge:`` block of a judge task: where turns, category and reference answers come
-    from (expressions over an item's fields), the judge prompt file (under the data dir unless
-    absolute), generation temperatures per category, and how often to re-ask for a rating."""
-
-    turns: str = "turns"
-    category: str = "category"
-    reference: str = "gpt4_reference or reference"
-    prompts: str = "mt_bench/judge_prompts.jsonl"
-    temperatures: dict[str, float] = Field(default_factory=lambda: dict(FASTCHAT_TEMPERATURES))
-    default_temperature: float = Field(0.7, ge=0.0)
-    reference_categories: list[str] = Field(default_factory=lambda: list(REFERENCE_CATEGORIES))
-    max_retries: int = Field(2, ge=0, le=10)
 
 
 # ------------------------------------------------------------------------------- judge prompts
@@ -233,8 +211,6 @@ class LocalJudge:
         return None  # loading it already proved it works
 
     def complete_many(self, requests: Sequence[tuple[str, str]]) -> list[str | Exception]:
-        from mixlab.eval.tasks import GenerationSpec
-
         spec = GenerationSpec(max_new_tokens=self.max_tokens, chat_template=True)
         convs = [[{"role": "system", "content": s}, {"role": "user", "content": u}] for s, u in requests]
         return [c[0].text for c in self.generator.generate(convs, spec)]
@@ -280,7 +256,7 @@ class _Pending:
     key: str
 
 
-def generate_answers(items, generator, decoding, spec: JudgeTaskSpec) -> list[list[str]]:
+def generate_answers(items, generator, decoding, spec: JudgeSpec) -> list[list[str]]:
     """Answers to every turn of every item, turn by turn (turn k sees answers 1..k-1), each item
     with its category's temperature; returns one list of answer texts per item."""
     answers: list[list[str]] = [[] for _ in items]
@@ -303,7 +279,7 @@ def generate_answers(items, generator, decoding, spec: JudgeTaskSpec) -> list[li
     return answers
 
 
-def judge_answers(items, answers: list[list[str]], backend: JudgeBackend, spec: JudgeTaskSpec,
+def judge_answers(items, answers: list[list[str]], backend: JudgeBackend, spec: JudgeSpec,
                   prompts: dict[str, JudgePrompt], cache: JudgmentCache,
                   on_progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Rate the first two turns of every answered item; per-item rows with each turn's rating,
@@ -420,7 +396,7 @@ def compare_runs(dir_a: str | Path, dir_b: str | Path, task: str = "mt_bench") -
     return compare(*loaded)
 
 
-def run_judge_task(items, generator, decoding, backend: JudgeBackend, spec: JudgeTaskSpec,
+def run_judge_task(items, generator, decoding, backend: JudgeBackend, spec: JudgeSpec,
                    data_dir: str | Path | None = None, cache: JudgmentCache | None = None,
                    on_progress: Callable[[int], None] | None = None) -> tuple[dict[str, Any], list[dict]]:
     """Answer both turns of every item with ``generator``, have ``backend`` rate them, and return
@@ -429,3 +405,38 @@ def run_judge_task(items, generator, decoding, backend: JudgeBackend, spec: Judg
     answers = generate_answers(items, generator, decoding, spec)
     rows = judge_answers(items, answers, backend, spec, prompts, cache or JudgmentCache(), on_progress)
     return summarize(rows), rows
+
+
+class JudgeEngine(Generative):
+    """The ``judge`` kind: the model answers every turn, the run's judge rates the first two."""
+
+    kind = "judge"
+    metrics = M.JUDGE_METRICS
+    blocks = ("judge",)
+
+    def prepare(self, spec, docs: list[dict], pool: list[dict]) -> list:
+        from mixlab.eval.items import conversations
+
+        return conversations(spec, docs, pool)
+
+    def check(self, names: Sequence[str], ctx: Context) -> None:
+        if ctx.judge is None:
+            raise MixlabError(f"task(s) {', '.join(names)} need a judge: pass --judge-url (an OpenAI-compatible "
+                              "endpoint) or --judge-model (a local Hugging Face model)")
+        ctx.judge.check()
+
+    def units(self, spec, items) -> int:
+        return len(items) + sum(min(len(it.turns), 2) for it in items)  # answers, then turn judgments
+
+    def extra(self, spec, ctx: Context) -> dict[str, Any]:
+        return super().extra(spec, ctx) | {"judge": ctx.judge.identity}
+
+    def score(self, spec, items, ctx: Context, tick: Tick) -> Scored:
+        jspec = spec.judging
+        prompts = load_judge_prompts(jspec.prompts, ctx.data_dir)
+        answers = generate_answers(items, ctx.generator, spec.decoding, jspec)
+        tick(len(items))
+        rows = judge_answers(items, answers, ctx.judge, jspec, prompts, JudgmentCache(ctx.judge_cache), tick)
+        summary = summarize(rows)
+        summary["stderr"] = {"judge_score": M.mean_stderr([r["score"] for r in rows if r["score"] is not None])}
+        return summary, rows

@@ -41,13 +41,6 @@ GENERATE_METRICS = tuple(GENERATE_VERIFIER)
 # `code`: pass@<k> for any k up to the number of samples; "pass@k" means k = generation.n.
 CODE_METRICS = ("pass@1", "pass@k")
 JUDGE_METRICS = ("judge_score",)
-METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
-    "mc": MC_METRICS,
-    "bpb": BPB_METRICS,
-    "generate": GENERATE_METRICS,
-    "code": CODE_METRICS,
-    "judge": JUDGE_METRICS,
-}
 
 
 def argmax(values: Sequence[float]) -> int:
@@ -115,9 +108,3 @@ def pass_k(metric: str, n: int) -> int | None:
         return n
     return int(k) if k.isdigit() and int(k) > 0 else None
 
-
-def is_metric(kind: str, metric: str) -> bool:
-    """Whether ``metric`` is reported by tasks of ``kind``."""
-    if kind == "code":
-        return pass_k(metric, 1) is not None
-    return metric in METRICS_BY_KIND[kind]
