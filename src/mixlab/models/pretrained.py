@@ -121,7 +121,8 @@ def load_model(
     """Load a causal LM and its tokenizer (optionally with a merged LoRA adapter) in eval mode.
 
     ``name_or_path``: a local HF directory, an alias from :data:`ALIASES`, or a hub id (only loaded
-    when already in the local HF cache: nothing is downloaded when ``HF_HUB_OFFLINE=1``).
+    when already in the local HF cache: nothing is downloaded when ``HF_HUB_OFFLINE=1``). ``device``:
+    a torch device, or ``auto`` (CUDA when available, else CPU).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -142,5 +143,7 @@ def load_model(
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    if device == "auto":  # a config that runs unchanged on a laptop and on a GPU machine
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     return LoadedModel(model, tokenizer, name_or_path, str(where), str(adapter) if adapter else None)

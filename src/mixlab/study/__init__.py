@@ -67,6 +67,7 @@ class StudyEval(StrictModel):
     limit: int | None = Field(None, ge=1, description="items per task (null: all)")
     limits: dict[str, int] = Field({}, description="task -> items, overriding `limit` for that task")
     batch_size: int = Field(32, ge=1, description="items scored (or prompts generated) at once")
+    device: str = Field("auto", description="torch device of the evaluation (auto: CUDA when available, else CPU)")
     checkpoints: CheckpointSelect = Field(CheckpointSelect(all=True), description="which checkpoints of each "
                                           "run to evaluate: all, every k-th, last, explicit steps")
 
@@ -264,7 +265,7 @@ class Study:
         # (checkpoint, task), so widening the selection later (--set eval.checkpoints.all=true, a task
         # added to eval.tasks) adds to the same sweep; the report reads only the tasks the config names.
         key = {"runs": [self.run_dir(out, m).name for m in self.finetune],
-               "eval": self.eval.model_dump(exclude={"checkpoints", "tasks", "suites", "exclude", "targets"}),
+               "eval": self.eval.model_dump(exclude={"checkpoints", "tasks", "suites", "exclude", "targets", "device"}),
                "base": self.base_key()}
         return out / f"sweep-{config_hash(key, 8)}"
 
@@ -309,7 +310,7 @@ class Study:
             "runs": [{"path": str(self.run_dir(out, m)), "name": m, "targets": self.targets} for m in self.finetune],
             "base_models": [{"name": "base", "path": base}],
             "checkpoints": e.checkpoints.model_dump(), "tasks": e.task_names(), "limit": e.limit,
-            "limits": e.limits, "batch_size": e.batch_size, "workers": self.workers,
+            "limits": e.limits, "batch_size": e.batch_size, "device": e.device, "workers": self.workers,
         })
 
 
