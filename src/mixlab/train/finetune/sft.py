@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mixlab import atomic
 from mixlab.train import checkpoint, distributed
 from mixlab.train.finetune.base import apply_lora, merge_lora
 from mixlab.train.finetune.run import (
