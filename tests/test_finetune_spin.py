@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mixlab.train import checkpoint, sft, spin
+from mixlab.train import checkpoint, sft
+from mixlab.train.finetune import spin
 from tests.test_finetune_run import toy_base  # noqa: F401 - session fixture
 
 

@@ -77,7 +77,7 @@ def _grpo() -> Recipe:
 
 
 def _spin() -> Recipe:
-    from mixlab.train import spin
+    from mixlab.train.finetune import spin
 
     return spin
 
