@@ -5,7 +5,7 @@ engine behind ``torchrun --standalone`` (a local c10d rendezvous; ``RANK``, ``LO
 ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT`` in each worker's environment), initializes the
 process group there (``nccl`` on GPUs, ``gloo`` on CPU) and runs ``fn(*args)`` in every rank; it
 returns rank 0's result. The recipes (:func:`mixlab.train.pretrain.pretrain`,
-:func:`mixlab.train.sft.finetune`) run unchanged in one process or in every rank of a group: each rank
+:func:`mixlab.train.finetune.finetune`) run unchanged in one process or in every rank of a group: each rank
 trains its contiguous share of every optimizer step's global batch (:func:`split_batch`), gradients
 are averaged by DDP, and rank 0 alone writes the run directory, so checkpoints, resume and
 ``metrics.jsonl`` are those of a single process. A script started by ``torchrun`` directly works too:
