@@ -37,8 +37,9 @@ from mixlab.eval.engine import Engine, Scored, Tick
 from mixlab.eval.engines import get_engine, score_generations, score_task
 from mixlab.eval.scoring import Scorer
 from mixlab.eval.tasks import GenItem, Item, MissingData, TaskSpec, describe, load_docs
+from mixlab.results import Outcome
 
-__all__ = ["Prepared", "evaluate", "failed_tasks", "prepare", "preflight", "score_generations", "score_task"]
+__all__ = ["Evaluation", "Prepared", "evaluate", "failed_tasks", "prepare", "preflight", "score_generations", "score_task"]
 
 ENGINE_VERSION = 1
 Progress = Callable[[str, int, int], None]  # (task, done, total)
@@ -151,6 +152,20 @@ def preflight(prepared: Sequence[Prepared], ctx: _Engines) -> None:
         group[0].engine.check([p.spec.name for p in group], ctx)
 
 
+class Evaluation(dict):
+    """What :func:`evaluate` returns: task -> what ``results.json`` shows for it (its metrics, or
+    ``{"skipped": reason, "path": ..}`` / ``{"error": message}``), and in ``outcomes`` task ->
+    :class:`~mixlab.results.Outcome` (computed, reused, skipped or failed, with the result)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outcomes: dict[str, Outcome] = {}
+
+    def add(self, outcome: Outcome) -> None:
+        self[outcome.task] = outcome.entry
+        self.outcomes[outcome.task] = outcome
+
+
 def _result_key(spec: TaskSpec, identity: dict[str, Any], limit: int | None, extra: dict | None = None) -> str:
     data = {"task": spec.fingerprint(), "model": identity, "limit": limit, "engine": ENGINE_VERSION}
     if extra:
@@ -194,10 +209,10 @@ def evaluate(
     code_workers: int = 2,
     workers: int = 1,
     base=None,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Evaluate ``loaded`` (a :class:`~mixlab.models.pretrained.LoadedModel`) on ``specs``.
 
-    Returns the content of ``OUT/results.json``. Finished tasks with a matching key are reused.
+    Returns the content of ``OUT/results.json`` with each task's outcome (:class:`Evaluation`). Finished tasks with a matching key are reused.
     ``judge`` (a :class:`~mixlab.eval.judge.HTTPJudge` or ``LocalJudge``) rates ``judge`` tasks;
     ``gen_batch_size`` is prompts per generation batch; ``max_new_tokens`` caps every generative
     task's answers (it changes the task's fingerprint, so results are kept apart); ``judge_cache``
@@ -214,21 +229,25 @@ def evaluate(
     engines = _Engines(loaded, batch_size, gen_batch_size, max_length, judge, judge_cache, code_workers, data_dir,
                        workers, base)
     preflight(prepared, engines)  # missing or unreachable judge, no sandbox: fail before any work
-    results: dict[str, Any] = {}
+    results = Evaluation()
     for p in prepared:
         spec, task_dir = p.spec, out / "tasks" / p.spec.name
         if p.skipped is not None:
-            results[spec.name] = p.skipped
+            results.add(Outcome(spec.name, "skipped", p.skipped))
             continue
         key = _result_key(spec, loaded.identity, limit, engines.extra(p))
         done = _finished(task_dir, key)
-        if done is None:
+        if done is not None:
+            if progress is not None:
+                progress(spec.name, engines.units(p), engines.units(p))
+            results.add(Outcome(spec.name, "reused", done["metrics"], done))
+        else:
             done = _run_one(p, engines, loaded.identity, key, task_dir, limit, progress)
-        elif progress is not None:
-            progress(spec.name, engines.units(p), engines.units(p))
-        results[spec.name] = done["metrics"] if "metrics" in done else done
-        atomic.write_json(out / "results.json", results)
-    atomic.write_json(out / "results.json", results)
+            failed = "metrics" not in done
+            results.add(Outcome(spec.name, "failed", done) if failed
+                        else Outcome(spec.name, "computed", done["metrics"], done))
+        atomic.write_json(out / "results.json", dict(results))
+    atomic.write_json(out / "results.json", dict(results))
     return results
 
 

@@ -8,35 +8,12 @@ requested vs realized mixture, runtime per stage).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from mixlab.report.model import DataBuild, Result, RunMeta
-from mixlab.runs.store import Store, load_items
+from mixlab.runs.store import Store
 from mixlab.runs.sweep import Experiment, SweepConfig, resolve
-
-
-class LazyItems(Mapping[str, float]):
-    """Per-item scores read from the item file on first access (most results never need them)."""
-
-    def __init__(self, path: str, metric: str):
-        self.path, self.metric = path, metric
-        self._data: dict[str, float] | None = None
-
-    def _load(self) -> dict[str, float]:
-        if self._data is None:
-            self._data = load_items(self.path, self.metric) if Path(self.path).is_file() else {}
-        return self._data
-
-    def __getitem__(self, key: str) -> float:
-        return self._load()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._load())
-
-    def __len__(self) -> int:
-        return len(self._load())
 
 
 def _method_label(meta: dict[str, Any]) -> str:
@@ -146,12 +123,7 @@ def collect(cfg: SweepConfig) -> tuple[list[Result], list[RunMeta], dict[str, st
     """``(results, runs_meta, base)`` for :func:`mixlab.report.html.write_report` from a sweep."""
     exp: Experiment = resolve(cfg)
     store = Store(exp.store_path)
-    results = [
-        Result(run=r.run, step=r.step, task=r.task, metric=r.metric, value=r.value, n=r.n, stderr=r.stderr,
-               higher_is_better=r.higher_is_better, task_version=r.task_version, base_model=r.base_model,
-               items=LazyItems(r.items, r.metric) if r.items else None)
-        for r in store.results()
-    ]
+    results = store.results()
     run_dirs: dict[str, Path | None] = {}
     base: dict[str, str] = {}
     for c in exp.checkpoints:

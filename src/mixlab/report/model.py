@@ -1,18 +1,10 @@
-"""The in-memory data the report is computed from: one ``Result`` per (run, step, task, metric), and
-one ``RunMeta`` per run.
+"""The in-memory data the report is computed from: one :class:`~mixlab.results.Result` per (run,
+step, task, metric), and one ``RunMeta`` per run.
 
 These are plain frozen dataclasses so the results store, a test or a notebook can build them without
-any file format; the report code never reads files itself.
-
-Conventions the comparisons rely on:
-
-- ``higher_is_better`` gives the metric's direction (bits-per-byte is lower-is-better). Every change
-  the report computes is *directional*: positive means better, negative means worse.
-- ``base_model`` names the pretrained model the evaluated weights descend from; the base model's own
-  results carry its own name. Results are compared only when ``base_model`` and ``task_version``
-  agree, otherwise the pair is listed as incomparable with the reason.
-- ``items`` maps item id -> per-item score (0/1 for accuracy, a float for bpb or continuous scores);
-  any ``Mapping`` works, so a store may pass a lazy one that reads the per-item file on first access.
+any file format; the report code never reads files itself. ``Result`` and its conventions (direction,
+base model, task version, per-item scores) live in :mod:`mixlab.results`, shared with the runner and
+the store.
 """
 
 from __future__ import annotations
@@ -20,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from mixlab.results import Result
+
+__all__ = ["DataBuild", "Result", "RunMeta", "TaskKey", "index_results", "is_percent", "task_groups"]
 
 TaskKey = tuple[str, str]  # (task, metric)
 
@@ -29,32 +25,6 @@ def is_percent(values: Iterable[float], higher_is_better: bool) -> bool:
     its absolute changes count in percentage points."""
     vals = list(values)
     return higher_is_better and bool(vals) and all(0.0 <= v <= 1.0 for v in vals)
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """One evaluated number: a metric of one task at one checkpoint of one run."""
-
-    run: str
-    step: int
-    task: str
-    metric: str
-    value: float
-    n: int
-    stderr: float | None = None
-    higher_is_better: bool = True
-    task_version: str = ""
-    base_model: str | None = None
-    items: Mapping[str, float] | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def key(self) -> TaskKey:
-        return (self.task, self.metric)
-
-    def score(self, value: float | None = None) -> float:
-        """``value`` (default: this result's) with the direction folded in, so larger is always better."""
-        v = self.value if value is None else value
-        return v if self.higher_is_better else -v
 
 
 @dataclass(frozen=True, slots=True)

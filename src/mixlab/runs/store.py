@@ -41,11 +41,14 @@ from pathlib import Path
 from typing import Any
 
 from mixlab.errors import DataError
+from mixlab.results import LOWER_IS_BETTER, ItemScores, Result, higher_is_better, load_items, rows_of
+
+__all__ = ["LOWER_IS_BETTER", "Claim", "ResultRow", "Store", "Unit", "higher_is_better", "load_items", "read_unit",
+           "rebuild", "problem", "requeued", "task_version"]
 
 SCHEMA_VERSION = 1
 UNIT_FILE = "unit.json"
 CORRUPT_SUFFIX = ".corrupt"
-LOWER_IS_BETTER = frozenset({"bpb", "bpb_corpus"})  # every other metric scores higher when better
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -89,22 +92,7 @@ class Unit:
                 "base_model": self.base_model, "same_as": self.same_as}
 
 
-@dataclass(frozen=True, slots=True)
-class ResultRow:
-    """One number for the report: a metric of a task at one checkpoint of one run, with the per-item
-    file (``items``, JSONL with one row per item holding the metric) for paired statistics."""
-
-    run: str
-    step: int
-    task: str
-    metric: str
-    value: float
-    n: int
-    stderr: float | None
-    higher_is_better: bool
-    task_version: str
-    base_model: str | None
-    items: str | None
+ResultRow = Result  # the store's rows are the shared Result (items: the per-item scores, lazily read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +103,6 @@ class Claim:
     pid: int
     host: str
     heartbeat: float
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
 
 
 def task_version(describe: dict[str, Any], limit: int | None) -> str:
@@ -358,7 +342,7 @@ class Store:
         return [dict(r) for r in self.db.execute("SELECT * FROM tasks ORDER BY unit, task")]
 
     def results(self, run: str | Iterable[str] | None = None, step: int | None = None,
-                task: str | Iterable[str] | None = None, metric: str | Iterable[str] | None = None) -> list[ResultRow]:
+                task: str | Iterable[str] | None = None, metric: str | Iterable[str] | None = None) -> list[Result]:
         """Results of finished tasks, filtered by run(s), step, task(s), metric(s); a run's step 0 that
         aliases its base model (``same_as``) carries the base model's numbers."""
         where, args = [], []
@@ -377,23 +361,12 @@ class Store:
                "JOIN results r ON r.unit = t.unit AND r.task = t.task"
                + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY u.run, u.step, r.task, r.metric")
-        return [ResultRow(r[0], r[1], r[2], r[3], math.nan if r[4] is None else r[4], r[5], r[6], bool(r[7]),
-                          r[8] or "", r[9], r[10]) for r in self.db.execute(sql, args)]
+        return [Result(r[0], r[1], r[2], r[3], math.nan if r[4] is None else r[4], r[5], r[6], bool(r[7]),
+                       r[8] or "", r[9], ItemScores(r[10], r[3]) if r[10] else None)
+                for r in self.db.execute(sql, args)]
 
     def events(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute("SELECT * FROM events ORDER BY id")]
-
-
-def load_items(path: str | Path, metric: str) -> dict[str, float]:
-    """Item id -> the item's ``metric`` from a per-item file (for paired statistics in the report)."""
-    out: dict[str, float] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                if metric in row:
-                    out[str(row["id"])] = float(row[metric])
-    return out
 
 
 def read_unit(unit_dir: str | Path) -> Unit | None:
@@ -469,10 +442,6 @@ def _has_done(db: sqlite3.Connection, unit: str, task: str) -> bool:
     return db.execute("SELECT 1 FROM tasks WHERE unit = ? AND task = ? AND status = 'done'", (unit, task)).fetchone() is not None
 
 
-def _finite(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
 def _put_result(db: sqlite3.Connection, unit: str, result: dict[str, Any], path: Path) -> None:
     desc, task = result["task"], result["task"]["name"]
     items = str(path.parent / result["items"]) if result.get("items") else None
@@ -480,13 +449,8 @@ def _put_result(db: sqlite3.Connection, unit: str, result: dict[str, Any], path:
     db.execute("INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                (unit, task, "done", result.get("key"), desc.get("hash"), task_version(desc, result.get("limit")),
                 result.get("limit"), None, str(path), result.get("seconds"), _mtime(path)))
-    stderr = result.get("stderr") or {}
-    for metric, value in result.get("metrics", {}).items():
-        if metric == "n" or not isinstance(value, (int, float)):
-            continue
-        db.execute("INSERT INTO results VALUES (?,?,?,?,?,?,?,?)",
-                   (unit, task, metric, _finite(value), int(result.get("n", 0)), _finite(stderr.get(metric)),
-                    int(higher_is_better(metric)), items))
+    for metric, value, n, stderr, higher in rows_of(result):
+        db.execute("INSERT INTO results VALUES (?,?,?,?,?,?,?,?)", (unit, task, metric, value, n, stderr, int(higher), items))
 
 
 def _put_error(db: sqlite3.Connection, unit: str, task_dir: Path, content: dict[str, Any]) -> None:

@@ -404,41 +404,32 @@ def _load(unit: Unit, cfg: SweepConfig) -> Any:
     return load_model(unit.model, device=cfg.device)
 
 
-def _stat(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-        return (st.st_ino, st.st_mtime_ns)
-    except OSError:
-        return None
-
-
 def _run_task(store: Store, exp: Experiment, unit: Unit, spec: Any, loaded: Any, owner: str,
               report: WorkerReport, progress: Progress | None) -> str:
     from mixlab.eval.runner import evaluate
+    from mixlab.results import Outcome
 
     cfg, name = exp.cfg, spec.name
     result_path = Path(unit.dir) / "tasks" / name / "result.json"
-    before = _stat(result_path)
     tick = (lambda task, done, total: progress(unit.unit, task, done, total)) if progress else None
     try:
-        r = evaluate(loaded, [spec], unit.dir, limit=cfg.limits.get(name, cfg.limit), batch_size=cfg.batch_size,
-                     max_length=cfg.max_length, progress=tick)[name]
+        outcome = evaluate(loaded, [spec], unit.dir, limit=cfg.limits.get(name, cfg.limit), batch_size=cfg.batch_size,
+                           max_length=cfg.max_length, progress=tick).outcomes[name]
     except Exception as e:  # a task the runner refused up front (bad data, no sandbox)
-        r = {"error": f"{type(e).__name__}: {e}"}
-    if "skipped" in r:
+        outcome = Outcome(name, "failed", {"error": f"{type(e).__name__}: {e}"})
+    r = outcome.entry
+    if outcome.status == "skipped":
         why = f"{r['skipped']}: {r.get('path', '')}".rstrip(": ")
         store.add_failure(unit.unit, name, why, status="skipped", owner=owner)
         report.skipped.append((unit.unit, name, why))
         return "skipped"
-    if "error" in r:
+    if outcome.status == "failed":
         err_path = result_path.with_name("error.json")
         store.add_failure(unit.unit, name, r["error"], path=str(err_path) if err_path.is_file() else None, owner=owner)
         report.failed.append((unit.unit, name, r["error"]))
         return "failed"
-    reused = before is not None and _stat(result_path) == before
-    result = json.loads(result_path.read_text(encoding="utf-8"))
-    store.add_result(unit.unit, result, result_path, owner, "reused" if reused else "computed")
-    (report.reused if reused else report.computed).append((unit.unit, name))
+    store.add_result(unit.unit, outcome.result, result_path, owner, outcome.status)
+    (report.reused if outcome.status == "reused" else report.computed).append((unit.unit, name))
     return "done"
 
 
