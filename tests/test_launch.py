@@ -178,7 +178,7 @@ def test_timed_out_training_job_is_resubmitted_and_resumes_from_its_checkpoint(t
 @pytest.mark.slow
 def test_sweep_through_submitit_local_executor_matches_an_uninterrupted_run(world, reference, tmp_path):
     from mixlab.runs import sweep as S
-    from mixlab.runs.launch import LauncherBackend
+    from mixlab.runs.sweep import LauncherBackend
     from tests.test_sweep import _check_complete
 
     cfg = S.load_sweep_config(_config(world, tmp_path / "slurm_local"))

@@ -17,7 +17,8 @@ ray = pytest.importorskip("ray")
 from mixlab.errors import MixlabError  # noqa: E402
 from mixlab.runs import store as St  # noqa: E402
 from mixlab.runs import sweep as S  # noqa: E402
-from mixlab.runs.launch import Job, LaunchConfig, LauncherBackend, RayOptions, Resources  # noqa: E402
+from mixlab.runs.launch import Job, LaunchConfig, RayOptions, Resources  # noqa: E402
+from mixlab.runs.sweep import LauncherBackend  # noqa: E402
 from mixlab.runs.launch.ray import RayLauncher  # noqa: E402
 from tests.test_sweep import _check_complete, _config, reference, world  # noqa: E402,F401  (fixtures)
 

@@ -36,7 +36,7 @@ def sweep_command(
     if workers is not None:
         cfg = cfg.model_copy(update={"workers": workers})
     exp = S.resolve(cfg)
-    from mixlab.runs.launch import sweep_backend
+    from mixlab.runs.sweep import sweep_backend
 
     launch = L.launch_config(None, backend, cfg.workers, ray_address, cpus, gpus, mem_gb, max_retries, partition,
                              time_min, array_parallelism, slurm_local)

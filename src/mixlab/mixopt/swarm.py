@@ -44,7 +44,7 @@ from mixlab.errors import ConfigError, DataError, MixlabError
 from mixlab.mixopt import io
 from mixlab.mixopt.hierarchy import Hierarchy, flatten_nested
 from mixlab.mixopt.reuse import REUSE_FILE, ReuseConfig, plan_reuse, previous_mixture
-from mixlab.runs.launch import Job, JobResult, LaunchConfig, launcher_for, raise_failures, resources, sweep_jobs
+from mixlab.runs.launch import Job, JobResult, LaunchConfig, launcher_for, raise_failures, resources
 
 SWARM_FILE = "swarm.yaml"
 PRIOR_TOLERANCE = 1e-3
@@ -391,6 +391,8 @@ def run_variants(d: Path, cfg: SwarmConfig, names: Sequence[str], launch: Launch
     stages = [train] if train else []
     evaluate = bool(cfg.eval.suites or cfg.eval.tasks)
     if evaluate:
+        from mixlab.runs.sweep import sweep_jobs
+
         stages.append(sweep_jobs(sweep_config(d, cfg, names, launch.workers), launch))
     if not stages:
         return report

@@ -20,7 +20,8 @@ work through the claims.
 
 Backends: a backend only has to start workers that call :func:`work` with the same config; all
 coordination goes through the store. :class:`InlineBackend` runs one worker in this process; N local
-worker processes, Ray tasks or Slurm jobs are launcher jobs (:mod:`mixlab.runs.launch`).
+worker processes, Ray tasks or Slurm jobs are launcher jobs (:mod:`mixlab.runs.launch`) run by
+:class:`LauncherBackend`; the launchers know nothing of sweeps.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pydantic import Field, field_validator, model_validator
 from mixlab import atomic
 from mixlab.config import StrictModel, load_config
 from mixlab.errors import ConfigError
+from mixlab.runs.launch import Job, LaunchConfig, launcher_for, raise_failures, resources, run_jobs
 from mixlab.runs.store import UNIT_FILE, Store, Unit
 
 Progress = Callable[[str, str, int, int], None]  # (unit, task, done, total) within a task
@@ -554,11 +556,51 @@ class InlineBackend:
         return [work(cfg, progress=progress)]
 
 
+def sweep_worker(cfg_data: dict[str, Any], threads: int = 1) -> WorkerReport:
+    """A job: one sweep worker (:func:`work`) with ``threads`` torch threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return work(SweepConfig.model_validate(cfg_data))
+
+
+def sweep_jobs(cfg: SweepConfig, launch: LaunchConfig) -> list[Job]:
+    """``launch.workers`` sweep workers; they split the work through the results store's claims."""
+    data = cfg.model_dump(mode="json")
+    return [Job(f"sweep-worker-{i}", sweep_worker, (data, launch.cpus), resources=resources(launch))
+            for i in range(launch.workers)]
+
+
+class LauncherBackend:
+    """A sweep backend that runs the workers as launcher jobs (local pool, Ray tasks, Slurm array)."""
+
+    def __init__(self, launch: LaunchConfig, folder: str | None = None):
+        self.launch_cfg = launch
+        self.launcher = launcher_for(launch, folder)
+
+    def check(self, cfg: SweepConfig) -> None:
+        """The backend's checks (reachable, sbatch present, resources) before anything starts."""
+        self.launcher.check(sweep_jobs(cfg, self.launch_cfg))
+
+    def launch(self, cfg: SweepConfig, progress: Progress | None = None) -> list[WorkerReport]:
+        jobs = sweep_jobs(cfg, self.launch_cfg)
+        self.launcher.check(jobs)
+        results = run_jobs(self.launcher, jobs)
+        raise_failures(results, "sweep workers")
+        return [r.value for r in results]
+
+
+def sweep_backend(launch: LaunchConfig, folder: str | None = None) -> InlineBackend | LauncherBackend:
+    """The backend ``mixlab sweep --backend`` uses: one local worker runs in this process (live
+    per-task progress); otherwise the workers are launcher jobs (local pool, Ray tasks, Slurm array)."""
+    if launch.backend == "local" and launch.workers <= 1:
+        return InlineBackend()
+    return LauncherBackend(launch, folder)
+
+
 def backend_for(workers: int) -> Backend:
     """One worker in this process, or ``workers`` local processes with one torch thread each (the
     launcher's local pool, the same path ``--backend local`` takes)."""
-    from mixlab.runs.launch import LaunchConfig, sweep_backend
-
     return sweep_backend(LaunchConfig(backend="local", workers=workers))
 
 
