@@ -14,9 +14,6 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # not listed here fails the test.
 KNOWN_PAIRS = {
     frozenset({"mixlab.config", "mixlab.config_kinds"}),  # validate() drops `kind:` by the kinds table
-    frozenset({"mixlab.runs.launch", "mixlab.runs.launch.local"}),
-    frozenset({"mixlab.runs.launch", "mixlab.runs.launch.ray"}),
-    frozenset({"mixlab.runs.launch", "mixlab.runs.launch.slurm"}),
     frozenset({"mixlab.mixopt.fit", "mixlab.mixopt.reuse"}),
 }
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
-from mixlab.runs.launch import Job, JobResult, OnDone, raise_failures
+from mixlab.runs.launch.jobs import Job, JobResult, OnDone, raise_failures
 
 
 # Modules every worker needs: the fork server imports them once, and each worker forks from it

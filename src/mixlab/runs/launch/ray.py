@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from mixlab.errors import MixlabError
-from mixlab.runs.launch import Job, JobResult, OnDone, RayOptions
+from mixlab.runs.launch.jobs import Job, JobResult, OnDone, RayOptions
 
 _ENV_PREFIXES = ("MIXLAB_", "HF_", "TRANSFORMERS_", "TOKENIZERS_")
 

@@ -23,7 +23,7 @@ from typing import Any
 import submitit
 
 from mixlab.errors import MixlabError
-from mixlab.runs.launch import Job, JobResult, OnDone, Resources, SlurmOptions, raise_failures
+from mixlab.runs.launch.jobs import Job, JobResult, OnDone, Resources, SlurmOptions, raise_failures
 
 
 class ResumableJob(submitit.helpers.Checkpointable):
