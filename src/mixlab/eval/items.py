@@ -8,6 +8,7 @@ and the offending item, before any model work.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -148,15 +149,20 @@ class Shots:
         return head + "".join(self._text(d) for d in shots)
 
 
+def _prompted(spec: TaskSpec, docs: list[dict], pool: list[dict] | None) -> Iterator[tuple[Renderer, dict, str, str]]:
+    """(renderer, doc, item id, prompt with its few-shot prefix) for every doc, in order."""
+    r = Renderer(spec)
+    shots = Shots(spec, r, docs if pool is None else pool)
+    for i, doc in enumerate(docs):
+        item_id = doc_id(spec, doc, i)
+        yield r, doc, item_id, shots.prefix(doc, item_id) + r.text("prompt", doc)
+
+
 def continuations(spec: TaskSpec, docs: list[dict], pool: list[dict] | None = None) -> list[Item]:
     """A ``bpb`` task's requests: each item's gold continuation (``target``, else the gold choice)
     after its prompt; any template/data problem raises before scoring starts."""
-    r = Renderer(spec)
-    shots = Shots(spec, r, docs if pool is None else pool)
     items = []
-    for i, doc in enumerate(docs):
-        item_id = doc_id(spec, doc, i)
-        ctx = shots.prefix(doc, item_id) + r.text("prompt", doc)
+    for r, doc, item_id, ctx in _prompted(spec, docs, pool):
         cont = spec.target_delimiter + r.answer(doc)
         if not cont:
             raise r.fail("target", doc, ValueError("the continuation is empty"))
@@ -167,12 +173,8 @@ def continuations(spec: TaskSpec, docs: list[dict], pool: list[dict] | None = No
 def choice_requests(spec: TaskSpec, docs: list[dict], pool: list[dict] | None = None) -> list[Item]:
     """An ``mc`` task's requests: one (context, choice) pair per choice (``scoring: partial`` puts
     each choice in the prompt's blank and scores the rest); problems raise before scoring starts."""
-    r = Renderer(spec)
-    shots = Shots(spec, r, docs if pool is None else pool)
     items = []
-    for i, doc in enumerate(docs):
-        item_id = doc_id(spec, doc, i)
-        ctx = shots.prefix(doc, item_id) + r.text("prompt", doc)
+    for r, doc, item_id, ctx in _prompted(spec, docs, pool):
         d = spec.target_delimiter
         choices = r.choices(doc)
         gold = r.gold(doc, len(choices))
@@ -205,16 +207,11 @@ class GenItem:
     reference_turns: list[str] = field(default_factory=list)
 
 
-
 def prompts_with_references(spec: TaskSpec, docs: list[dict], pool: list[dict] | None = None) -> list[GenItem]:
     """Every item of a ``generate``/``code`` task: its prompt (few-shot prefix included) and the
     reference its answers are checked against; template or data problems raise here."""
-    r = Renderer(spec)
-    shots = Shots(spec, r, docs if pool is None else pool)
     items = []
-    for i, doc in enumerate(docs):
-        item_id = doc_id(spec, doc, i)
-        prompt = shots.prefix(doc, item_id) + r.text("prompt", doc)
+    for r, doc, item_id, prompt in _prompted(spec, docs, pool):
         try:
             reference = prompts.evaluate(spec.reference, doc)
         except Exception as e:
@@ -226,13 +223,9 @@ def prompts_with_references(spec: TaskSpec, docs: list[dict], pool: list[dict] |
 def conversations(spec: TaskSpec, docs: list[dict], pool: list[dict] | None = None) -> list[GenItem]:
     """Every item of a ``judge`` task: its turns, category and reference turns, read with the
     expressions of the task's ``judge:`` block; problems raise before any generation."""
-    r = Renderer(spec)
-    shots = Shots(spec, r, docs if pool is None else pool)
     judge = spec.judging
     items = []
-    for i, doc in enumerate(docs):
-        item_id = doc_id(spec, doc, i)
-        prompt = shots.prefix(doc, item_id) + r.text("prompt", doc)
+    for r, doc, item_id, prompt in _prompted(spec, docs, pool):
         values = {}
         for key in ("turns", "category", "reference"):
             try:
