@@ -30,6 +30,7 @@ def eval_command(
     judge_model: str = typer.Option(None, "--judge-model", help="Local HF judge model (directory or alias) instead of an endpoint."),
     judge_max_tokens: int = typer.Option(2048, "--judge-max-tokens", help="Tokens per judgment (FastChat: 2048)."),
     judge_cache: Path = typer.Option(None, "--judge-cache", help="Judgment cache folder (default: under the mixlab cache)."),
+    base: str = typer.Option(None, "--base", help="Base model (directory or alias) for tasks that compare the model with it; loaded only when such a task runs."),
 ) -> None:
     """Evaluate MODEL on a suite or tasks; finished tasks in OUT are reused, so re-running resumes.
     Exits with status 1 when a task failed, after a summary of what failed and why.
@@ -58,7 +59,7 @@ def eval_command(
         results = evaluate(loaded, specs, out, limit=limit, batch_size=batch_size, max_length=max_length,
                            progress=on_progress, judge=judge, gen_batch_size=gen_batch_size,
                            max_new_tokens=max_new_tokens, judge_cache=judge_cache,
-                           workers=workers or _auto_workers(device))
+                           workers=workers or _auto_workers(device), base=base)
     _print_table(results)
     console.print(f"results: {out / 'results.json'}")
     failed = failed_tasks(results)

@@ -190,6 +190,13 @@ class Experiment:
         """(task, definition hash) pairs: a result counts as done only for the current definition."""
         return self._keys
 
+    def base_path(self, unit: Unit) -> str | None:
+        """The model folder (or alias) of ``unit``'s base model, for tasks that compare with it."""
+        for c in self.checkpoints:
+            if c.unit.run == unit.base_model and c.step == 0 and c.unit.same_as is None:
+                return c.unit.model
+        return None
+
 
 def _safe_name(name: str, where: str) -> str:
     if not name or name in (".", "..") or "/" in name or name.startswith("."):
@@ -414,9 +421,10 @@ def _run_task(store: Store, exp: Experiment, unit: Unit, spec: Any, loaded: Any,
     cfg, name = exp.cfg, spec.name
     result_path = Path(unit.dir) / "tasks" / name / "result.json"
     tick = (lambda task, done, total: progress(unit.unit, task, done, total)) if progress else None
+    base = loaded if unit.run == unit.base_model else exp.base_path(unit)  # loaded only by a task that needs it
     try:
         outcome = evaluate(loaded, [spec], unit.dir, limit=cfg.limits.get(name, cfg.limit), batch_size=cfg.batch_size,
-                           max_length=cfg.max_length, progress=tick).outcomes[name]
+                           max_length=cfg.max_length, progress=tick, base=base).outcomes[name]
     except Exception as e:  # a task the runner refused up front (bad data, no sandbox)
         outcome = Outcome(name, "failed", {"error": f"{type(e).__name__}: {e}"})
     r = outcome.entry
