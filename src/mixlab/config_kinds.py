@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mixlab.config_yaml import apply_overrides, read_yaml
 from mixlab.errors import ConfigError
 
 
@@ -154,8 +155,6 @@ def detect_kind(data: dict[str, Any], source: str) -> str:
 def validate_file(path: str | Path, overrides: Sequence[str] = ()) -> tuple[str, BaseModel]:
     """Validate a config of any kind as its command would (nothing is run or written); returns
     (kind, validated config). Errors name the file, the line and the field."""
-    from mixlab.config import apply_overrides, read_yaml
-
     data, _ = read_yaml(path)
     kind = detect_kind(apply_overrides(data, overrides), str(path))
     loaded = KINDS[kind].load(path, overrides)
