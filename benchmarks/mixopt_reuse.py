@@ -8,8 +8,12 @@ add 1. After each update:
   reuse  the previous proposal's unchanged domains frozen as one virtual domain (mixlab.mixopt.reuse),
          a swarm of --reuse-per-domain x (free domains + 1) runs over the virtual and the added/changed
          domains, fitted and optimized there, expanded to leaves; a removal needs no runs (the frozen
-         split renormalized).
-Both fit the surface's law family per task (loglinear on exp, mixing_law on power) (3 tasks, objective = mean z-scored loss, noise sd 0.01 against
+         split renormalized);
+  pooled the same kind of reuse swarm around its own previous proposal, but fitted together with every
+         earlier run (mixlab.mixopt.reuse.pool_runs: a removed domain and a revised domain's old data
+         are retired columns held at zero), over every current domain: the unchanged domains' split can
+         move; a removal is re-optimized on the earlier runs alone (no new runs).
+All fit the surface's law family per task (loglinear on exp, mixing_law on power) (3 tasks, objective = mean z-scored loss, noise sd 0.01 against
 a signal sd of 0.1). Regret is normalized on the current surface: (J(x) - J*) / (J(natural) - J*),
 natural = token shares. Prints per update and in total: runs of each, runs saved, mean regret, and
 the regret of the best mixture that keeps reuse's frozen split (what a perfect fit of the small swarm
@@ -31,7 +35,7 @@ from scipy import optimize as sopt
 from mixlab.errors import ConfigError
 from mixlab.mixopt.propose import ConstraintsConfig, Objective, feasible_bounds, optimize_mixture, project
 from mixlab.mixopt.regressors import MixtureModel
-from mixlab.mixopt.reuse import plan_reuse
+from mixlab.mixopt.reuse import Pooled, plan_reuse, pool_runs
 
 SLOTS, TASKS, NOISE, SIGNAL_SD = 10, 3, 0.01, 0.1
 RUNS_PER_DOMAIN = 6
@@ -89,6 +93,32 @@ def fit_propose(X: np.ndarray, Y: np.ndarray, prior: np.ndarray, seed: int, law:
     return x
 
 
+def fit_propose_pooled(P: Pooled, prior: np.ndarray, seed: int, law: str, start: np.ndarray) -> np.ndarray:
+    """Fit every column of the pooled table; propose over the current domains (retired ones at 0)."""
+    tasks = [f"t{k}" for k in range(TASKS)]
+    obj = Objective.build(tasks, P.metrics, {t: 1.0 for t in tasks}, {t: "min" for t in tasks})
+    model = MixtureModel.fit(REGRESSOR[law], P.columns, tasks, P.weights, P.metrics, seed=seed)
+    bounds = feasible_bounds(P.columns, ConstraintsConfig(max_weight={c: 0.0 for c in P.retired}))
+    idx = [P.columns.index(c) for c in P.retired]
+    Xc = P.weights[P.weights[:, idx].sum(axis=1) <= 1e-12] if idx else P.weights
+    starts = np.vstack([Xc[np.argsort(obj.value(model.predict(Xc)))[:4]], P.embed(start)])
+    x, _ = optimize_mixture(model, obj, bounds, P.embed(prior)[0], starts=starts, samples=5000, refine=4, seed=seed)
+    return P.restrict(x)[0]
+
+
+def reuse_swarm(prev: dict[str, float], names: list[str], changed: list[str], prior: np.ndarray, n_per: int,
+                rng: np.random.Generator):
+    """The reuse plan's swarm over (existing, free domains) expanded to leaves, or None (a removal)."""
+    try:
+        plan = plan_reuse(prev, "previous", names, changed)
+    except ConfigError:  # only removals: the frozen split renormalized, no runs
+        return None, None, None
+    h = plan.hierarchy()
+    vprior = h.aggregate(prior)[0]
+    V = swarm(vprior, n_per * len(h.names), rng)
+    return h, vprior, V
+
+
 def true_objective(surf: Surface, slots: list[int], mu: np.ndarray, sd: np.ndarray):
     return lambda x: ((surf.loss(x, slots) - mu) / sd).mean(axis=1)
 
@@ -128,8 +158,10 @@ def run(seed: int, law: str, reuse_per_domain: int = RUNS_PER_DOMAIN) -> list[di
         return r(float(J(x)[0])), r(float(J(h.expand(V)).min()))
 
     X0 = swarm(surf.prior(slots), RUNS_PER_DOMAIN * len(slots), rng)
-    x0 = fit_propose(X0, observe(X0, slots), surf.prior(slots), seed, law)
-    reuse_prev = {f"s{j}": float(v) for j, v in zip(slots, x0)}
+    Y0 = observe(X0, slots)
+    x0 = fit_propose(X0, Y0, surf.prior(slots), seed, law)
+    reuse_prev = pooled_prev = {f"s{j}": float(v) for j, v in zip(slots, x0)}
+    pooled = Pooled([f"s{j}" for j in slots], [f"s{j}" for j in slots], X0, Y0, 0)
     rows = []
     for kind, what in UPDATES:
         changed = []
@@ -147,26 +179,27 @@ def run(seed: int, law: str, reuse_per_domain: int = RUNS_PER_DOMAIN) -> list[di
         n_full = RUNS_PER_DOMAIN * len(slots)
         Xf = swarm(prior, n_full, rng)
         x_full = fit_propose(Xf, observe(Xf, slots), prior, seed, law)
-        # reuse
-        try:
-            plan = plan_reuse(reuse_prev, "previous", names, changed)
-        except ConfigError:  # only removals: the frozen split renormalized, no runs
+        # reuse: the frozen split as one virtual domain
+        h, vprior, V = reuse_swarm(reuse_prev, names, changed, prior, reuse_per_domain, rng)
+        if h is None:
             kept = np.array([reuse_prev[n] for n in names])
-            x_reuse, n_reuse, h = kept / kept.sum(), 0, None
+            x_reuse, n_reuse = kept / kept.sum(), 0
         else:
-            h = plan.hierarchy()
-            vprior = h.aggregate(prior)[0]
-            n_reuse = reuse_per_domain * len(h.names)
-            V = swarm(vprior, n_reuse, rng)
+            n_reuse = len(V)
             Xr = h.expand(V)
             x_reuse = h.expand(fit_propose(V, observe(Xr, slots), vprior, seed, law))[0]
         reuse_prev = dict(zip(names, x_reuse.tolist()))
-        if h is None:
-            rr = ro = regret(x_reuse, slots)
-        else:
-            rr, ro = regret(x_reuse, slots, h)
+        rr, ro = (regret(x_reuse, slots), regret(x_reuse, slots)) if h is None else regret(x_reuse, slots, h)
+        # pooled: a reuse swarm around its own previous proposal, fitted with every earlier run
+        hp, _, Vp = reuse_swarm(pooled_prev, names, changed, prior, reuse_per_domain, rng)
+        Xp = np.zeros((0, len(names))) if hp is None else hp.expand(Vp)
+        pooled = pool_runs(pooled.columns, pooled.weights, pooled.metrics, names, Xp, observe(Xp, slots), changed)
+        start = np.array([pooled_prev.get(n, 0.0) for n in names])
+        x_pooled = fit_propose_pooled(pooled, prior, seed, law, start)
+        pooled_prev = dict(zip(names, x_pooled.tolist()))
         rows.append({"update": f"{kind} {what}", "full_runs": n_full, "reuse_runs": n_reuse,
-                     "full_regret": regret(x_full, slots), "reuse_regret": rr, "frozen_oracle": ro})
+                     "full_regret": regret(x_full, slots), "reuse_regret": rr, "frozen_oracle": ro,
+                     "pooled_runs": len(Xp), "pooled_regret": regret(x_pooled, slots)})
     return rows
 
 
@@ -183,12 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{law} law, {args.seeds} seeds, reuse swarms of {rpd} runs per searched domain (full: "
               f"{RUNS_PER_DOMAIN} per domain): runs and mean normalized regret per update (0 = optimum, 1 = natural)")
         print(f"  {'update':18s} {'full runs':>9s} {'reuse runs':>10s} {'full regret':>12s} {'reuse regret':>13s} "
-              f"{'best with the frozen split':>27s}")
+              f"{'best with the frozen split':>27s} {'pooled runs':>11s} {'pooled regret':>13s}")
         for i, (kind, what) in enumerate(UPDATES):
             r = [x[i] for x in res]
             print(f"  {r[0]['update']:18s} {r[0]['full_runs']:9d} {r[0]['reuse_runs']:10d} "
                   f"{np.mean([x['full_regret'] for x in r]):12.3f} {np.mean([x['reuse_regret'] for x in r]):13.3f} "
-                  f"{np.mean([x['frozen_oracle'] for x in r]):27.3f}")
+                  f"{np.mean([x['frozen_oracle'] for x in r]):27.3f} {r[0]['pooled_runs']:11d} "
+                  f"{np.mean([x['pooled_regret'] for x in r]):13.3f}")
         full = sum(x["full_runs"] for x in res[0])
         reuse = sum(x["reuse_runs"] for x in res[0])
         fr = np.mean([x["full_regret"] for s in res for x in s])
@@ -196,6 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  total: full {full} runs, reuse {reuse} runs: {1 - reuse / full:.0%} of the runs saved "
               f"(target >= 50%); mean regret full {fr:.3f}, reuse {rr:.3f}, difference {rr - fr:+.3f} "
               f"(target within 0.05)", flush=True)
+        pooled = sum(x["pooled_runs"] for x in res[0])
+        pr = [x["pooled_regret"] for s in res for x in s]
+        per_seed = [np.mean([x["pooled_regret"] - x["full_regret"] for x in s]) for s in res]
+        print(f"  pooled: {pooled} runs: {1 - pooled / full:.0%} of the runs saved; mean regret {np.mean(pr):.3f}, "
+              f"difference {np.mean(pr) - fr:+.3f} (median over seeds of the per-seed difference "
+              f"{np.median(per_seed):+.3f}; pooled below full on {sum(d < 0 for d in per_seed)} of {len(res)} seeds)",
+              flush=True)
     print(f"(took {time.perf_counter() - t0:.0f} s)")
     return 0
 

@@ -112,3 +112,43 @@ def test_cli_fit_reuse_and_propose_print_leaf_weights(tmp_path):
     assert "noise: no mixture was repeated" in r.output and "leaf weights (reused split): " in r.output
     prop = json.loads((tmp_path / "p" / "proposal.json").read_text())
     assert set(prop["leaf_weights"]) == {"a", "b", "c", "e"}
+
+
+def test_pooled_runs_keep_earlier_runs_valid_and_retire_revised_data():
+    from mixlab.mixopt.reuse import RETIRED, pool_runs
+
+    W_old = np.array([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
+    W_new = np.array([[0.4, 0.1, 0.3, 0.2]])
+    P = pool_runs(["a", "b", "c"], W_old, np.ones((2, 1)), ["a", "b", "c", "e"], W_new, np.zeros((1, 1)), changed=["c"])
+    assert P.columns == ["a", "b", "c" + RETIRED, "c", "e"] and P.retired == ["c" + RETIRED] and P.n_old == 2
+    np.testing.assert_allclose(P.weights, [[0.5, 0.3, 0.2, 0, 0], [0.2, 0.2, 0.6, 0, 0], [0.4, 0.1, 0, 0.3, 0.2]])
+    np.testing.assert_allclose(P.metrics[:, 0], [1, 1, 0])
+    np.testing.assert_allclose(P.restrict(P.embed([[0.1, 0.2, 0.3, 0.4]])), [[0.1, 0.2, 0.3, 0.4]])
+    # a second revision of c retires the first new data too; a removed domain stays as a column
+    Q = pool_runs(P.columns, P.weights, P.metrics, ["b", "c", "e"], np.zeros((0, 3)), np.zeros((0, 1)), changed=["c"])
+    assert Q.columns == ["a", "b", "c" + RETIRED, "c" + RETIRED * 2, "e", "c"]
+    assert Q.retired == ["a", "c" + RETIRED, "c" + RETIRED * 2]
+
+
+def test_a_pooled_fit_moves_the_frozen_split_toward_the_optimum():
+    """Known answer: loss = exp(x . t) with a = -3, b = 0 and the added e = -1 (a log-linear law, so the
+    pooled loglinear fit recovers it); the previous proposal split a:b 1:1. Adding e does not change
+    the best split (all on a), which the frozen split cannot reach and the pooled fit finds."""
+    from mixlab.mixopt.propose import ConstraintsConfig, Objective, feasible_bounds, optimize_mixture
+    from mixlab.mixopt.reuse import pool_runs
+    from mixlab.mixopt.regressors import MixtureModel
+
+    t = {"a": -3.0, "b": 0.0, "e": -1.0}
+    loss = lambda W, names: np.exp(W @ np.array([t[n] for n in names]))  # noqa: E731
+    rng = np.random.default_rng(0)
+    W_old = rng.dirichlet([1, 1], size=12)
+    h = plan_reuse({"a": 0.5, "b": 0.5}, "p", ["a", "b", "e"]).hierarchy()
+    W_new = h.expand(rng.dirichlet([1, 1], size=8))
+    P = pool_runs(["a", "b"], W_old, loss(W_old, "ab")[:, None], ["a", "b", "e"], W_new,
+                  loss(W_new, "abe")[:, None])
+    model = MixtureModel.fit("loglinear", P.columns, ["loss"], P.weights, P.metrics)
+    np.testing.assert_allclose(model.models["loss"].exponents(), [-3, 0, -1], atol=1e-3)
+    obj = Objective.build(["loss"], P.metrics, {"loss": 1.0}, {"loss": "min"})
+    x, _ = optimize_mixture(model, obj, feasible_bounds(P.columns, ConstraintsConfig()), np.ones(3) / 3,
+                            starts=P.weights[-2:], seed=0)
+    assert x[0] > 0.99  # all on a; the frozen 1:1 split's best is a + b halves

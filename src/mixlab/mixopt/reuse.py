@@ -134,3 +134,64 @@ def check_split(reuse: Reuse, W: np.ndarray, runs: Sequence[str], path: str | Pa
         raise DataError(f"run {runs[i]!r} splits the reused domains {reuse.unchanged} {dev[i]:.3f} (total variation) "
                         f"away from the previous mixture ({reuse.source}); {len(bad)} run(s) do. A reuse fit needs "
                         "a swarm generated with `reuse:` (or drop --reuse to fit every domain)", path)
+
+
+# A revised domain's earlier runs trained on its old data: in a pooled table that data is its own
+# (retired) column, the domain's name with this suffix, so the old runs stay valid observations.
+RETIRED = "@previous"
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """Earlier runs and new ones in one table over every domain any of them trained on.
+
+    ``retired`` columns (removed domains, and the old data of revised ones) carry the earlier runs'
+    weights and are held at zero by the proposal (``max_weight``); ``current`` are the new domains."""
+
+    columns: list[str]
+    current: list[str]
+    weights: np.ndarray   # (n_old + n_new, len(columns))
+    metrics: np.ndarray   # (n_old + n_new, m)
+    n_old: int
+
+    @property
+    def retired(self) -> list[str]:
+        return [c for c in self.columns if c not in self.current]
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """Mixtures over ``current`` as rows over ``columns`` (zero on retired ones)."""
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        out = np.zeros((len(x), len(self.columns)))
+        out[:, [self.columns.index(c) for c in self.current]] = x
+        return out
+
+    def restrict(self, x: np.ndarray) -> np.ndarray:
+        """Rows over ``columns`` back to the current domains (renormalized)."""
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))[:, [self.columns.index(c) for c in self.current]]
+        return x / x.sum(axis=1, keepdims=True)
+
+
+def pool_runs(old_domains: Sequence[str], W_old: np.ndarray, Y_old: np.ndarray, domains: Sequence[str],
+              W_new: np.ndarray, Y_new: np.ndarray, changed: Sequence[str] = ()) -> Pooled:
+    """Earlier runs (over ``old_domains``) and new runs (over ``domains``) as one table.
+
+    Why: a run measures the loss surface at its mixture whatever was proposed since, so earlier
+    swarms stay informative about how the unchanged domains trade off against each other; freezing
+    their split (the virtual domain) throws that away, and a fit of the pooled table can move the
+    split when an added domain substitutes for some of them. A domain whose data changed is a new
+    domain for the earlier runs: their weight on it moves to ``name@previous`` (retired, like removed
+    domains). ``old_domains`` may already hold retired columns of an earlier pooling."""
+    old_domains, domains = list(old_domains), list(domains)
+    changed = set(changed)
+    rename = {}
+    for d in old_domains:
+        name = d
+        if d in changed:
+            while name in old_domains or name in domains or name in rename.values():
+                name += RETIRED
+        rename[d] = name
+    columns = [rename[d] for d in old_domains] + [d for d in domains if d not in rename.values()]
+    W = np.zeros((len(W_old) + len(W_new), len(columns)))
+    W[:len(W_old), [columns.index(rename[d]) for d in old_domains]] = W_old
+    W[len(W_old):, [columns.index(d) for d in domains]] = W_new
+    return Pooled(columns, domains, W, np.vstack([np.atleast_2d(Y_old), np.atleast_2d(Y_new)]), len(W_old))
