@@ -12,7 +12,9 @@ add 1. After each update:
   pooled the same kind of reuse swarm around its own previous proposal, but fitted together with every
          earlier run (mixlab.mixopt.reuse.pool_runs: a removed domain and a revised domain's old data
          are retired columns held at zero), over every current domain: the unchanged domains' split can
-         move; a removal is re-optimized on the earlier runs alone (no new runs).
+         move; a removal is re-optimized on the earlier runs alone (no new runs). Its objective is
+         z-scored over the model's predictions on the current design (Pooled.objective), as a full
+         swarm's would be, not over the pooled runs.
 All fit the surface's law family per task (loglinear on exp, mixing_law on power) (3 tasks, objective = mean z-scored loss, noise sd 0.01 against
 a signal sd of 0.1). Regret is normalized on the current surface: (J(x) - J*) / (J(natural) - J*),
 natural = token shares. Prints per update and in total: runs of each, runs saved, mean regret, and
@@ -96,8 +98,9 @@ def fit_propose(X: np.ndarray, Y: np.ndarray, prior: np.ndarray, seed: int, law:
 def fit_propose_pooled(P: Pooled, prior: np.ndarray, seed: int, law: str, start: np.ndarray) -> np.ndarray:
     """Fit every column of the pooled table; propose over the current domains (retired ones at 0)."""
     tasks = [f"t{k}" for k in range(TASKS)]
-    obj = Objective.build(tasks, P.metrics, {t: 1.0 for t in tasks}, {t: "min" for t in tasks})
     model = MixtureModel.fit(REGRESSOR[law], P.columns, tasks, P.weights, P.metrics, seed=seed)
+    design = swarm(prior, 2048, np.random.default_rng(seed))  # the swarm sampler over the current domains
+    obj = P.objective(model, design, {t: 1.0 for t in tasks}, {t: "min" for t in tasks})
     bounds = feasible_bounds(P.columns, ConstraintsConfig(max_weight={c: 0.0 for c in P.retired}))
     idx = [P.columns.index(c) for c in P.retired]
     Xc = P.weights[P.weights[:, idx].sum(axis=1) <= 1e-12] if idx else P.weights

@@ -134,7 +134,7 @@ def test_a_pooled_fit_moves_the_frozen_split_toward_the_optimum():
     """Known answer: loss = exp(x . t) with a = -3, b = 0 and the added e = -1 (a log-linear law, so the
     pooled loglinear fit recovers it); the previous proposal split a:b 1:1. Adding e does not change
     the best split (all on a), which the frozen split cannot reach and the pooled fit finds."""
-    from mixlab.mixopt.propose import ConstraintsConfig, Objective, feasible_bounds, optimize_mixture
+    from mixlab.mixopt.propose import ConstraintsConfig, feasible_bounds, optimize_mixture
     from mixlab.mixopt.reuse import pool_runs
     from mixlab.mixopt.regressors import MixtureModel
 
@@ -148,7 +148,10 @@ def test_a_pooled_fit_moves_the_frozen_split_toward_the_optimum():
                   loss(W_new, "abe")[:, None])
     model = MixtureModel.fit("loglinear", P.columns, ["loss"], P.weights, P.metrics)
     np.testing.assert_allclose(model.models["loss"].exponents(), [-3, 0, -1], atol=1e-3)
-    obj = Objective.build(["loss"], P.metrics, {"loss": 1.0}, {"loss": "min"})
+    design = rng.dirichlet(np.ones(3), size=256)  # z-scores over the current design, not the runs
+    obj = P.objective(model, design, {"loss": 1.0}, {"loss": "min"})
+    pred = loss(design, "abe")
+    assert obj.means[0] == pytest.approx(pred.mean(), rel=1e-3) and obj.stds[0] == pytest.approx(pred.std(), rel=1e-2)
     x, _ = optimize_mixture(model, obj, feasible_bounds(P.columns, ConstraintsConfig()), np.ones(3) / 3,
                             starts=P.weights[-2:], seed=0)
     assert x[0] > 0.99  # all on a; the frozen 1:1 split's best is a + b halves

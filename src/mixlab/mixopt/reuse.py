@@ -27,6 +27,8 @@ from pydantic import Field
 from mixlab.config import StrictModel
 from mixlab.errors import ConfigError, DataError
 from mixlab.mixopt.hierarchy import Hierarchy
+from mixlab.mixopt.propose import Objective
+from mixlab.mixopt.regressors import MixtureModel
 
 VIRTUAL = "existing"
 REUSE_FILE = "reuse.json"
@@ -164,6 +166,17 @@ class Pooled:
         out = np.zeros((len(x), len(self.columns)))
         out[:, [self.columns.index(c) for c in self.current]] = x
         return out
+
+    def objective(self, model: MixtureModel, design: np.ndarray, weights: Mapping[str, float],
+                  directions: Mapping[str, str]) -> Objective:
+        """The objective z-scored over the model's predictions on ``design`` (mixtures of the current
+        domains, e.g. a sample of the swarm's sampler around the current priors), not over the runs.
+
+        Why: the equal-weight objective's trade-off between metrics is set by each metric's spread,
+        and the pooled runs (old designs, retired columns, small swarms near a previous proposal) have
+        spreads unlike the current design's; a full recomputation's swarm would be z-scored over the
+        current design, so this one is too, or the two optimize different objectives."""
+        return Objective.build(model.metrics, model.predict(self.embed(design)), weights, directions)
 
     def restrict(self, x: np.ndarray) -> np.ndarray:
         """Rows over ``columns`` back to the current domains (renormalized)."""
