@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-LOWER_IS_BETTER = frozenset({"bpb", "bpb_corpus"})  # every other metric scores higher when better
+LOWER_IS_BETTER = frozenset({"bpb", "bpb_corpus", "kl", "kl_token"})  # every other metric scores higher when better
 Status = Literal["computed", "reused", "skipped", "failed"]
 
 

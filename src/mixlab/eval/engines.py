@@ -7,7 +7,8 @@
 * ``generate`` - generated answers (:mod:`mixlab.eval.generation`), each metric scored by its
   verifier (:mod:`mixlab.eval.verifiers`, IFEval through :mod:`mixlab.eval.ifeval`);
 * ``code`` - every sample run against the item's tests in the sandbox, unbiased pass@k;
-* ``judge`` - both turns answered and rated by a judge (:mod:`mixlab.eval.judge`).
+* ``judge`` - both turns answered and rated by a judge (:mod:`mixlab.eval.judge`);
+* ``kl_to_base`` - mean per-token forward KL(base || model) on the task's texts (:mod:`mixlab.eval.kl`).
 
 A new kind is one module with an ``Engine`` subclass plus one entry here.
 """
@@ -23,6 +24,7 @@ from mixlab.eval import items as I
 from mixlab.eval import metrics as M
 from mixlab.eval.engine import Context, Engine, Generative, Scored, Tick, Where, summarize_means
 from mixlab.eval.judge import JudgeEngine
+from mixlab.eval.kl import KLToBase
 
 if TYPE_CHECKING:
     from mixlab.eval.scoring import Scorer
@@ -296,7 +298,8 @@ class Code(Generative):
 
 # ---------------------------------------------------------------- the table
 
-ENGINES: dict[str, type[Engine]] = {e.kind: e for e in (BitsPerByte, MultipleChoice, Generate, Code, JudgeEngine)}
+ENGINES: dict[str, type[Engine]] = {e.kind: e for e in (BitsPerByte, MultipleChoice, Generate, Code, JudgeEngine,
+                                                              KLToBase)}
 
 
 def get_engine(kind: str) -> Engine:

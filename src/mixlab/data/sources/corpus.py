@@ -147,3 +147,24 @@ def load_corpus(name: str, data_dir: str | Path | None = None) -> list[str]:
     if not docs:
         raise DataError(f"corpus {name!r} holds no text", folder)
     return docs
+
+
+def passage_records(corpus: str, n: int = 200, min_chars: int = 200, max_chars: int = 1000,
+                    data_dir: str | Path | None = None) -> list:
+    """``n`` paragraphs of a corpus as records (text in ``solution``), spread evenly over it, for
+    tasks that score general text (``kind: kl_to_base``, ``bpb``): paragraphs shorter than
+    ``min_chars`` and headings are skipped, longer ones cut at the last word before ``max_chars``."""
+    from mixlab.data.records import Record
+
+    paras = [p.strip() for d in load_corpus(corpus, data_dir) for p in d.splitlines()]
+    paras = [p for p in paras if len(p) >= min_chars and not _WIKI_TITLE.match(f" {p} ")
+             and not p.startswith("= ")]
+    if not paras:
+        raise DataError(f"corpus {corpus!r} has no paragraph of at least {min_chars} characters")
+    picked = [paras[i * len(paras) // min(n, len(paras))] for i in range(min(n, len(paras)))]
+    out = []
+    for i, p in enumerate(picked):
+        text = p if len(p) <= max_chars else p[:max_chars].rsplit(" ", 1)[0]
+        out.append(Record(f"corpus_{corpus}/{i}", f"corpus_{corpus}", "text", "", "", "text", solution=text,
+                          metadata={"source": f"corpus_{corpus}", "original_id": str(i)}))
+    return out
