@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mixlab import atomic
 from mixlab.report import contrast, plots, tables
+from mixlab.report import kl as report_kl
 from mixlab.report.contrast import Contrast
 from mixlab.report.forgetting import StatsConfig, Unit, checkpoint_forgetting, compare_to_base, summarize_runs
 from mixlab.report.model import Result, RunMeta, index_results, task_groups
@@ -112,7 +113,7 @@ def build_report(results: Iterable[Result], runs_meta: Sequence[RunMeta], base: 
     show every metric, and the overview names the metrics left out). ``stages``: wall seconds of each
     stage of the study that produced the results (``stage_notes``: what each did), for the Runtime section.
     """
-    results = list(results)
+    results, kl_results = report_kl.split_kl(list(results))  # KL to the base is a predictor, not a benchmark
     index = index_results(results)
     counted = index if not primary else index_results(
         r for r in results if r.task not in primary or r.metric == primary[r.task])
@@ -160,8 +161,12 @@ def build_report(results: Iterable[Result], runs_meta: Sequence[RunMeta], base: 
     elif not_averaged:
         overview.text.append(not_averaged)
     detail = Section("Change per benchmark", tables=[tables.changes_table(comparison.changes)])
+    bases = {base} if isinstance(base, str) else set(base.values())
+    kl_sec = report_kl.kl_section(kl_results, points, meta, unit, bases) if kl_results and base_names else None
     # without a base model (a pretraining mixture study) there is nothing to forget relative to
     sections = [overview, forgetting, scores, detail] if base_names else [overview, scores]
+    if kl_sec is not None:
+        sections.insert(2, kl_sec)
     data_text, data_t = tables.data_tables(runs_meta)
     if data_t:
         sections.append(Section("Data", data_text, data_t))

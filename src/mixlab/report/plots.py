@@ -208,3 +208,28 @@ def plot_mixture_bars(runs_meta: Sequence[RunMeta], max_runs: int = 12) -> Figur
     # a few panels: a tight box keeps rotated labels and the y label in the picture (cheap at this count;
     # see _grid for why many panels do without)
     return Figure("mixtures.png", _png(fig, tight=len(shown) <= 6), f"Mixture weights, requested vs realized{more}")
+
+
+def plot_forgetting_vs_kl(pts: Sequence, line: tuple[float, float] | None, rho: tuple[float, float] | None,
+                          task: str, unit: str) -> Figure:
+    """One point per fine-tuned checkpoint: forgetting vs KL(base || model) on ``task``, coloured by
+    method, with the least-squares line and Spearman's rho (:mod:`mixlab.report.kl`)."""
+    fig, ax = plt.subplots(figsize=(7.6, 4.4))
+    fig.subplots_adjust(left=0.1, right=0.8, bottom=0.12, top=0.92)
+    methods = sorted({p.method for p in pts})
+    for i, m in enumerate(methods):
+        sel = [p for p in pts if p.method == m]
+        ax.plot([p.kl for p in sel], [p.forgetting for p in sel], "o", ms=5, color=plt.cm.tab10(i % 10), label=m)
+    xs = np.array([p.kl for p in pts])
+    if line is not None:
+        grid = np.linspace(xs.min(), xs.max(), 50)
+        ax.plot(grid, line[0] + line[1] * grid, color="black", lw=1, label="least squares")
+    ax.axhline(0, color="gray", lw=0.6, ls=":")
+    ax.set_xlabel(f"KL(base || model) on {task} (nats per token)", fontsize=8)
+    ax.set_ylabel(f"forgetting: minus mean change on non-target benchmarks ({unit})", fontsize=8)
+    if rho is not None:
+        ax.set_title(f"Spearman rho = {rho[0]:+.2f} (p = {rho[1]:.3g}), {len(pts)} checkpoints", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return Figure("forgetting_vs_kl.png", _png(fig, tight=False),
+                  f"Forgetting vs forward KL to the base on {task}, one point per checkpoint of every run, with the "
+                  "least-squares line")
