@@ -187,3 +187,26 @@ def test_a_sweep_measures_kl_for_every_checkpoint_against_its_base(models, tmp_p
         kl = {(r.run, r.step): r for r in store.results(metric="kl")}
     assert kl[("base", 0)].value == 0.0 and not kl[("ft", 10)].higher_is_better
     assert kl[("ft", 10)].value > 0
+
+
+def test_without_base_models_a_sweep_reads_the_base_from_the_run_s_config(models, tmp_path):
+    from mixlab.runs import sweep as S
+    from mixlab.runs.store import Store
+    from mixlab.train import checkpoint
+
+    tuned = load_model(str(models[1]))
+    run = tmp_path / "runs" / "ft"
+    for step in (5, 10):
+        checkpoint.save(checkpoint.step_dir(run, step), tuned.model, None, None, {"step": step}, tuned.tokenizer)
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"base": str(models[0])}, "method": "sft"}))
+    assert S.run_base_model(str(checkpoint.step_dir(run, 10))) == str(models[0])
+    cfg_path = tmp_path / "sweep.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "name": "t", "out": str(tmp_path / "sweep"), "runs": [str(run)], "checkpoints": {"all": True},
+        "tasks": [str(_task(tmp_path))], "batch_size": 4}))
+    cfg = S.load_sweep_config(cfg_path)
+    report = S.work(cfg)
+    assert not report.failed
+    with Store(S.resolve(cfg).store_path) as store:
+        kl = {(r.run, r.step): r.value for r in store.results(metric="kl")}
+    assert set(kl) == {("ft", 5), ("ft", 10)} and kl[("ft", 5)] == pytest.approx(kl[("ft", 10)]) and kl[("ft", 10)] > 0

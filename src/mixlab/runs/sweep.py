@@ -195,7 +195,7 @@ class Experiment:
         for c in self.checkpoints:
             if c.unit.run == unit.base_model and c.step == 0 and c.unit.same_as is None:
                 return c.unit.model
-        return None
+        return run_base_model(unit.model)
 
 
 def _safe_name(name: str, where: str) -> str:
@@ -255,6 +255,33 @@ def _suite_task_names(suites: Sequence[str]) -> list[str]:
     from mixlab.eval.tasks import suite_tasks
 
     return [t for s in suites for t in suite_tasks(s)]
+
+
+def run_base_model(checkpoint: str) -> str | None:
+    """The base model a fine-tuning run names in its resolved ``config.yaml`` (``model.base``), for a
+    checkpoint ``RUN/checkpoints/step-N`` of a run the sweep lists without a ``base_models:`` entry."""
+    import yaml
+
+    path = Path(checkpoint)
+    if path.parent.name != "checkpoints":
+        return None
+    cfg = path.parent.parent / "config.yaml"
+    try:
+        data = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    base = (data.get("model") or {}).get("base") if isinstance(data, dict) else None
+    if not isinstance(base, str):
+        return None
+    local = Path(base).expanduser()
+    meta = local / "meta.json"
+    if local.is_dir() and meta.is_file() and not (local / "config.json").is_file():  # a pretraining run
+        try:
+            final = json.loads(meta.read_text(encoding="utf-8")).get("final_checkpoint")
+        except (OSError, ValueError):
+            final = None
+        return str(local / final) if final else base
+    return base
 
 
 def _run_checkpoints(cfg: SweepConfig, name: str, run_dir: Path, found: list[tuple[int, Path]],
