@@ -38,12 +38,48 @@ def test_noise_model_is_exact_at_anchors_and_blends_between():
     anchors = np.array([[1.0, 0.0], [0.0, 1.0]])
     X = np.repeat(anchors, 3, axis=0)
     Y = np.array([[1.0], [1.1], [0.9], [1.0], [2.0], [3.0]])  # variances 0.01 and 1.0
-    nm = NoiseModel.estimate(X, Y, ["m"])
+    nm = NoiseModel.estimate(X, Y, ["m"], model="idw")
     np.testing.assert_allclose(nm.var[:, 0], [0.01, 1.0])
     np.testing.assert_allclose(nm.predict_var(anchors)[:, 0], [0.01, 1.0])
     np.testing.assert_allclose(nm.predict_var([[0.5, 0.5]])[0, 0], 0.1)  # geometric mean midway
     assert nm.floor()["m"] == pytest.approx({"noise_sd": np.sqrt(0.505), "noise_sd_min": 0.1, "noise_sd_max": 1.0})
     assert NoiseModel.estimate(anchors, Y[:2], ["m"]) is None  # nothing repeated
+
+
+def _anchors_with_known_variance(seed: int, a: int, k: int, slope: np.ndarray, level: float = 1e-4):
+    """``a`` anchors x ``k`` repeats whose noise variance is ``level * exp(x . slope)`` exactly."""
+    rng = np.random.default_rng(seed)
+    A = rng.dirichlet(np.ones(len(slope)), size=a)
+    X = np.repeat(A, k, axis=0)
+    var = level * np.exp(X @ slope)
+    return X, (2.5 + rng.normal(0, np.sqrt(var)))[:, None], lambda Z: level * np.exp(np.asarray(Z) @ slope)
+
+
+def test_ridge_noise_model_recovers_a_known_log_linear_variance():
+    slope = np.array([4.0, -4.0, 0.0, 0.0])  # variance spans e^8 ~ 3000x over the simplex
+    X, Y, true_var = _anchors_with_known_variance(0, 60, 4, slope)
+    nm = NoiseModel.estimate(X, Y, ["m"])
+    assert nm.model == "ridge"
+    Z = np.random.default_rng(1).dirichlet(np.ones(4), size=200)
+    err = np.log(nm.predict_var(Z)[:, 0] / true_var(Z))
+    assert np.median(np.abs(err)) < 0.35 and np.corrcoef(np.log(nm.predict_var(Z)[:, 0]), np.log(true_var(Z)))[0, 1] > 0.9
+    again = NoiseModel.from_state(json.loads(json.dumps(nm.state())))
+    np.testing.assert_allclose(again.predict_var(Z), nm.predict_var(Z))
+
+
+def test_ridge_noise_model_is_unbiased_for_a_constant_variance_and_shrinks_few_anchors_to_it():
+    # constant variance 1e-4 from 400 anchors x 3 repeats: the bias-corrected log variance averages to log 1e-4
+    X, Y, _ = _anchors_with_known_variance(2, 400, 3, np.zeros(4))
+    nm = NoiseModel.estimate(X, Y, ["m"])
+    v = nm.predict_var(X[:1])[0, 0]
+    assert v == pytest.approx(1e-4, rel=0.15)  # the plain mean of log s^2 (k = 3) is 0.577 lower: 0.56e-4
+    assert np.exp(np.log(nm.var[:, 0]).mean()) == pytest.approx(1e-4 * np.exp(-np.euler_gamma), rel=0.15)
+    # 3 anchors x 3 repeats of a 3000x variance: the prediction stays within RIDGE_MAX_RATIO of the centre
+    X, Y, _ = _anchors_with_known_variance(3, 3, 3, np.array([8.0, -8.0, 0.0, 0.0]))
+    nm = NoiseModel.estimate(X, Y, ["m"])
+    Z = np.eye(4)
+    w = nm.weights(Z)[:, 0]
+    assert w.max() / w.min() <= 100.0 * (1 + 1e-9)
 
 
 def _hetero(seed: int, n: int = 80):

@@ -7,11 +7,18 @@ noisy runs and under-uses the precise ones. A swarm can train a few far-apart *a
 table in which several runs share a mixture works the same way (:func:`repeat_groups`).
 
 :class:`NoiseModel` keeps each anchor's sample variance per metric and predicts the variance at
-any mixture by inverse-distance weighting of the log variances (total-variation distance, power 2):
-exact at an anchor, a smooth blend between anchors, and never outside the anchors' range, which is
-all a handful of anchors can support. ``fit`` weights every run by ``1 / variance`` (weighted least
-squares in the regressors), reports the noise floor beside the out-of-fold error, and ``propose``
-says whether the predicted improvement over the best observed run exceeds the noise.
+any mixture from a ridge regression of the log variance on the mixture (``model: ridge``, the
+default): each anchor's log sample variance is bias-corrected (``E log s^2 = log sigma^2 +
+digamma(nu/2) - log(nu/2)`` for ``nu`` degrees of freedom) and weighted by its precision
+(``1 / trigamma(nu/2)``), the slope is shrunk toward zero, i.e. the prediction toward the pooled
+log variance, and predictions stay within ``RIDGE_MAX_RATIO`` of it. Why: a variance from k = 3
+runs is off by a factor of 3 or more a third of the time, so a model exact at each anchor (the
+earlier inverse-distance blend, ``model: idw``, still read from old fits) passes that error on to
+the weights; on the heteroscedastic benchmark the smoothed model's weighted fits have a lower loss
+error than unweighted ones more often than the exact blend's (75% vs 38% of 16 seeds at 64 runs). ``fit`` weights every
+run by ``1 / variance`` (weighted least squares in the regressors), reports the noise floor beside
+the out-of-fold error, and ``propose`` says whether the predicted improvement over the best observed
+run exceeds the noise.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import digamma, polygamma
 
 # Rows whose mixtures differ by less than this (total variation) are repeats of one mixture: the
 # realized mixture of a seed repeat can move by a sequence or two when its held-out split differs.
@@ -31,6 +39,10 @@ REPEAT_TV = 1e-3
 # the time), and an unbounded weight would let that one mixture dominate the fit.
 MAX_RATIO = 100.0
 IDW_POWER = 2.0
+# The ridge model: slope penalty (in units of summed anchor precision x squared mixture distance) and
+# the largest factor between a predicted variance and the pooled one (weights then span <= 100x).
+RIDGE = 0.3
+RIDGE_MAX_RATIO = 10.0
 
 
 def _tv(A: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -76,10 +88,11 @@ class NoiseModel:
     anchors: np.ndarray   # (a, d) the repeated mixtures (mean of each group)
     var: np.ndarray       # (a, m) sample variance (ddof 1) of each anchor's runs
     counts: np.ndarray    # (a,) runs per anchor
+    model: str = "ridge"  # "ridge" (log variance regressed on the mixture) or "idw" (exact at anchors)
 
     @classmethod
     def estimate(cls, X: np.ndarray, Y: np.ndarray, metrics: Sequence[str],
-                 groups: np.ndarray | None = None) -> NoiseModel | None:
+                 groups: np.ndarray | None = None, model: str = "ridge") -> NoiseModel | None:
         """The model from every group of >= 2 runs; None when no mixture was repeated."""
         groups = repeat_groups(X) if groups is None else np.asarray(groups)
         anchors, var, counts = [], [], []
@@ -92,7 +105,7 @@ class NoiseModel:
             counts.append(len(rows))
         if not anchors:
             return None
-        return cls(list(metrics), np.array(anchors), np.array(var), np.array(counts))
+        return cls(list(metrics), np.array(anchors), np.array(var), np.array(counts), model)
 
     @property
     def pooled_var(self) -> np.ndarray:
@@ -101,8 +114,26 @@ class NoiseModel:
         return (dof * self.var).sum(axis=0) / dof.sum()
 
     def predict_var(self, X: np.ndarray) -> np.ndarray:
-        """(n, m) predicted noise variance at each row of ``X``: inverse-distance-weighted log variance."""
+        """(n, m) predicted noise variance at each row of ``X``."""
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        return self._ridge(X) if self.model == "ridge" else self._idw(X)
+
+    def _ridge(self, X: np.ndarray) -> np.ndarray:
+        """``exp(c + (x - x0) . beta)`` per metric: the precision-weighted ridge fit of the anchors'
+        bias-corrected log variances, clipped to ``RIDGE_MAX_RATIO`` of ``exp(c)``."""
+        nu = (self.counts - 1).astype(np.float64)
+        floor = np.maximum(self.pooled_var * 1e-6, 1e-300)
+        z = np.log(np.maximum(self.var, floor)) - (digamma(nu / 2) - np.log(nu / 2))[:, None]
+        p = 1.0 / polygamma(1, nu / 2)
+        x0 = p @ self.anchors / p.sum()
+        A = self.anchors - x0
+        c = p @ z / p.sum()
+        beta = np.linalg.solve(A.T @ (p[:, None] * A) + RIDGE * np.eye(A.shape[1]), A.T @ (p[:, None] * (z - c)))
+        lim = math.log(RIDGE_MAX_RATIO)
+        return np.exp(c + np.clip((X - x0) @ beta, -lim, lim))
+
+    def _idw(self, X: np.ndarray) -> np.ndarray:
+        """Inverse-distance-weighted log variance: exact at each anchor."""
         pooled = np.maximum(self.pooled_var, 1e-300)
         logv = np.log(np.clip(self.var, pooled / MAX_RATIO, pooled * MAX_RATIO))
         D = np.stack([_tv(self.anchors, x) for x in X])          # (n, a)
@@ -123,12 +154,15 @@ class NoiseModel:
 
     def state(self) -> dict[str, Any]:
         return {"metrics": self.metrics, "anchors": self.anchors.tolist(), "var": self.var.tolist(),
-                "counts": self.counts.tolist(), "model": "idw", "power": IDW_POWER, "max_ratio": MAX_RATIO}
+                "counts": self.counts.tolist(), "model": self.model,
+                **({"ridge": RIDGE, "max_ratio": RIDGE_MAX_RATIO} if self.model == "ridge"
+                   else {"power": IDW_POWER, "max_ratio": MAX_RATIO})}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> NoiseModel:
         return cls(list(state["metrics"]), np.asarray(state["anchors"], dtype=np.float64),
-                   np.asarray(state["var"], dtype=np.float64), np.asarray(state["counts"], dtype=int))
+                   np.asarray(state["var"], dtype=np.float64), np.asarray(state["counts"], dtype=int),
+                   state.get("model", "idw"))
 
 
 def improvement_check(best_observed: float, expected: float, sd_best: float, sd_proposal: float,
