@@ -198,7 +198,9 @@ def noise_report(noise: NoiseModel | None, data: io.SwarmData, dirs: Mapping[str
     obj = Objective.build(data.metric_names, data.metrics, {m: 1.0 for m in data.metric_names}, dirs)
     on = NoiseModel.estimate(data.weights, obj.value(data.metrics)[:, None], ["objective"])
     return {"anchors": int(len(noise.counts)), "repeats": noise.counts.tolist(), "weighted": weighted,
-            "model": "inverse-distance-weighted log variance of the anchors", "objective": on.floor()["objective"]}
+            "model": ("inverse-distance-weighted log variance of the anchors" if noise.model == "idw" else
+                      "log variance of the anchors regressed on the mixture (ridge, shrunk toward the pooled "
+                      "variance, within 10x of it)"), "objective": on.floor()["objective"]}
 
 
 def write_fit(res: FitResult, out: str | Path, meta: dict[str, Any]) -> Path:
