@@ -193,7 +193,10 @@ def pool_runs(old_domains: Sequence[str], W_old: np.ndarray, Y_old: np.ndarray, 
     their split (the virtual domain) throws that away, and a fit of the pooled table can move the
     split when an added domain substitutes for some of them. A domain whose data changed is a new
     domain for the earlier runs: their weight on it moves to ``name@previous`` (retired, like removed
-    domains). ``old_domains`` may already hold retired columns of an earlier pooling."""
+    domains). ``old_domains`` may already hold retired columns of an earlier pooling. Assumes a run
+    that gave a domain no weight is unaffected when that domain's data is revised (true of training:
+    data a run never saw cannot change it; a surface where it does, e.g. through a per-task offset that
+    the revision changes, biases the pooled fit from the revision on)."""
     old_domains, domains = list(old_domains), list(domains)
     changed = set(changed)
     rename = {}
