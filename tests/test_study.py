@@ -118,6 +118,34 @@ def test_tiny_study_with_self_distillation_end_to_end(tmp_path):
     assert "Against sft" in res.report_md.read_text()
 
 
+@pytest.mark.slow
+def test_a_resumed_study_starts_distilled_runs_with_the_others(tmp_path, monkeypatch):
+    """Once the distilled answers exist, a resumed study does not hold the runs that train on them
+    back until every other run has finished: all start in one batch."""
+    import shutil
+
+    import mixlab.runs.launch as launch
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "study"
+    study = load_study(path)
+    run_study(study, out, say=lambda m: None)
+    for m in study.finetune:  # both runs lost, the distillation kept
+        shutil.rmtree(study.run_dir(out, m))
+    batches: list[list[str]] = []
+    real = launch.run_jobs
+
+    def recording(launcher, jobs, *a, **kw):
+        batches.append([j.name for j in jobs])
+        return real(launcher, jobs, *a, **kw)
+
+    monkeypatch.setattr(launch, "run_jobs", recording)
+    run_study(load_study(path), out, say=lambda m: None)
+    assert len(batches) == 1 and batches[0][0] == "distill" and sorted(batches[0][1:]) == ["self_distill", "sft"]
+    assert all((study.run_dir(out, m) / "meta.json").is_file() for m in study.finetune)
+
+
 def test_widening_the_checkpoint_selection_keeps_the_sweep():
     a = load_study(SMOLLM2)
     b = load_study(SMOLLM2, ["eval.checkpoints.all=true"])

@@ -509,7 +509,8 @@ def _pretrain(study: Study, path: Path, say: Say, bar: Bar) -> Path:
 
 def _finetune_all(study: Study, out: Path, base: str, data_dir: Path | None, say: Say, bar: Bar) -> dict[str, Any]:
     """The distillation data and every fine-tuning run, ``workers`` at a time; runs that train on the
-    distilled answers start once those exist. Returns each job's timings."""
+    distilled answers start once those exist (at once when a resumed study finds them made; otherwise
+    after the first batch, which holds the distillation). Returns each job's timings."""
     from mixlab.runs.launch import Job, raise_failures, run_jobs
     from mixlab.runs.launch.local import LocalLauncher
 
@@ -518,16 +519,20 @@ def _finetune_all(study: Study, out: Path, base: str, data_dir: Path | None, say
     say(study.describe.get("finetune", f"Fine-tuning the base with {', '.join(names)}") +
         f" ({study.workers} processes, checkpoints every {every} steps) ...")
     first: list[Any] = []
+    ready = True  # whether the distilled answers exist already (a resumed study): then every run starts at once
     if study.distill is not None:
-        first.append(Job("distill", distill_job, (study.distill_config(base, data_dir).model_dump(mode="json"),
-                                                  str(study.distill_dir(out)))))
+        from mixlab.runs.rundir import RunDir
+
+        dcfg = study.distill_config(base, data_dir)
+        first.append(Job("distill", distill_job, (dcfg.model_dump(mode="json"), str(study.distill_dir(out)))))
+        ready = RunDir.open(study.distill_dir(out), dcfg, "distill").complete
     distilled = study.distill_dir(out) / "train.jsonl" if study.distill is not None else None
 
     def job(name: str) -> Any:
         cfg = study.finetune_config(name, base, data_dir, distilled)
         return Job(name, finetune_job, (cfg.model_dump(mode="json"), str(study.run_dir(out, name))))
 
-    first += [job(n) for n in names if not study.uses_distill(n)]
+    first += [job(n) for n in names if ready or not study.uses_distill(n)]
     total = len(first) + sum(study.uses_distill(n) for n in names)
     done: dict[str, Any] = {}
 
@@ -545,7 +550,7 @@ def _finetune_all(study: Study, out: Path, base: str, data_dir: Path | None, say
     bar("fine-tune", 0, total)
     launcher = LocalLauncher(study.workers)
     raise_failures(run_jobs(launcher, first, on_done), "fine-tuning runs")
-    later = [job(n) for n in names if study.uses_distill(n)]
+    later = [] if ready else [job(n) for n in names if study.uses_distill(n)]
     if later:
         raise_failures(run_jobs(launcher, later, on_done), "fine-tuning runs on distilled data")
     return done
