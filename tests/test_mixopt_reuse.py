@@ -13,7 +13,8 @@ from mixlab.errors import ConfigError, DataError
 from mixlab.mixopt import io
 from mixlab.mixopt import swarm as S
 from mixlab.mixopt.fit import ProposeConfig, fit, propose
-from mixlab.mixopt.reuse import VIRTUAL, plan_reuse, previous_mixture
+from mixlab.mixopt.fit import previous_mixture
+from mixlab.mixopt.reuse import VIRTUAL, plan_reuse
 
 PREV = {"a": 0.5, "b": 0.3, "c": 0.1, "d": 0.1}
 

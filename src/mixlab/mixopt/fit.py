@@ -285,7 +285,7 @@ def _hierarchy(cfg: FitConfig, data: io.SwarmData,
         if cfg.level == "group":
             raise ConfigError("level: group and reuse cannot be combined; fit the reuse swarm at its virtual level")
         if cfg.reuse is not None:
-            prev, source = R.previous_mixture(cfg.reuse)
+            prev, source = previous_mixture(cfg.reuse)
             plan = R.plan_reuse(prev, source, data.domains, cfg.changed)
         else:
             plan = R.Reuse.from_json(json.loads(beside.read_text(encoding="utf-8")))
@@ -427,3 +427,25 @@ def load_fit_config(path: str | Path, overrides: Sequence[str] = ()) -> FitConfi
 
 __all__ = ["FitConfig", "FitResult", "ProposeConfig", "FinetuneConfig", "fit", "fit_config", "fit_swarm",
            "load_fit", "predict", "propose", "propose_finetune", "load_propose_config", "load_fit_config"]
+
+
+def previous_mixture(path: str | Path) -> tuple[dict[str, float], str]:
+    """The previous mixture over leaves and where it came from: ``leaf_weights`` of a proposal when it
+    has them (a hierarchical or reused fit), else its ``weights``; a fit directory gives its default proposal."""
+    p = Path(path)
+    if p.is_dir() and (p / "proposal.json").is_file():
+        p = p / "proposal.json"
+    elif p.is_dir() and (p / "fit.json").is_file():
+        prop = propose(p, ProposeConfig(fit=str(p)))
+        return dict(prop.get("leaf_weights") or prop["weights"]), f"default proposal of fit {p}"
+    if not p.is_file():
+        raise DataError("previous mixture not found: give a `mixlab propose` directory, its proposal.json, "
+                        "or a fit directory", p)
+    try:
+        prop = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e.msg}", p, e.lineno) from None
+    w = prop.get("leaf_weights") or prop.get("weights") if isinstance(prop, dict) else None
+    if not isinstance(w, dict) or not w:
+        raise DataError("not a proposal: no `weights` mapping domain -> weight", p)
+    return {k: float(v) for k, v in w.items()}, str(p)

@@ -15,7 +15,6 @@ answer to every leaf (``leaf_weights``), the next update's previous mixture.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,30 +43,6 @@ class ReuseConfig(StrictModel):
                                       "(or a fit directory: its default proposal)")
     changed: list[str] = Field(default_factory=list, description="domains kept by name whose data changed "
                                                                  "(searched again, like added ones)")
-
-
-def previous_mixture(path: str | Path) -> tuple[dict[str, float], str]:
-    """The previous mixture over leaves and where it came from: ``leaf_weights`` of a proposal when it
-    has them (a hierarchical or reused fit), else its ``weights``; a fit directory gives its default proposal."""
-    p = Path(path)
-    if p.is_dir() and (p / "proposal.json").is_file():
-        p = p / "proposal.json"
-    elif p.is_dir() and (p / "fit.json").is_file():
-        from mixlab.mixopt.fit import ProposeConfig, propose
-
-        prop = propose(p, ProposeConfig(fit=str(p)))
-        return dict(prop.get("leaf_weights") or prop["weights"]), f"default proposal of fit {p}"
-    if not p.is_file():
-        raise DataError("previous mixture not found: give a `mixlab propose` directory, its proposal.json, "
-                        "or a fit directory", p)
-    try:
-        prop = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON: {e.msg}", p, e.lineno) from None
-    w = prop.get("leaf_weights") or prop.get("weights") if isinstance(prop, dict) else None
-    if not isinstance(w, dict) or not w:
-        raise DataError("not a proposal: no `weights` mapping domain -> weight", p)
-    return {k: float(v) for k, v in w.items()}, str(p)
 
 
 @dataclass(frozen=True)

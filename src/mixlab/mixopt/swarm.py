@@ -43,7 +43,8 @@ from mixlab.config import StrictModel, apply_overrides, config_hash, dump_yaml, 
 from mixlab.errors import ConfigError, DataError, MixlabError
 from mixlab.mixopt import io
 from mixlab.mixopt.hierarchy import Hierarchy, flatten_nested
-from mixlab.mixopt.reuse import REUSE_FILE, ReuseConfig, plan_reuse, previous_mixture
+from mixlab.mixopt.fit import previous_mixture
+from mixlab.mixopt.reuse import REUSE_FILE, ReuseConfig, plan_reuse
 from mixlab.runs.launch import Job, JobResult, LaunchConfig, launcher_for, raise_failures, resources
 
 SWARM_FILE = "swarm.yaml"
