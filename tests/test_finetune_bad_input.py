@@ -64,3 +64,11 @@ def test_a_missing_base_model_and_bad_early_stop_metric(toy_base, tmp_path):  # 
         sft.prepare(ft_config(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="early_stop.metric.*'exact_match'"):
         sft.prepare(ft_config(toy_base, early_stop={"tasks": ["toyworld_prose_mc"], "metric": "exact_match"}))
+    # a kind the in-training evaluation cannot run is refused by its engine's flags, before any training
+    with pytest.raises(ConfigError, match="kl_wikitext2 compare with a base model"):
+        sft.prepare(ft_config(toy_base, early_stop={"tasks": ["kl_wikitext2"], "metric": "kl"}))
+    with pytest.raises(ConfigError, match="judge task.*mt_bench"):
+        sft.prepare(ft_config(toy_base, early_stop={"tasks": ["mt_bench"], "metric": "score"}))
+    # a corpus-level metric counts as reported
+    assert sft.prepare(ft_config(toy_base, early_stop={"tasks": ["toyworld_arithmetic_bpb"],
+                                                        "metric": "bpb_corpus"})).eval_specs

@@ -63,11 +63,16 @@ class Engine:
     metrics: ClassVar[tuple[str, ...]]  # the metric names a task of this kind may list
     generative: ClassVar[bool] = False  # generates text: `generation:` applies, --max-new-tokens caps it
     needs_base: ClassVar[bool] = False  # compares with a base model, resolved by the caller (ctx.base)
+    needs_judge: ClassVar[bool] = False  # rated by the run's judge model (none exists inside training)
     scorings: ClassVar[tuple[str, ...]] = ("full",)  # the `scoring:` values it accepts
     blocks: ClassVar[tuple[str, ...]] = ()  # the kind-specific task-file blocks it reads (e.g. "judge")
 
     def is_metric(self, metric: str, spec: TaskSpec) -> bool:
         return metric in self.metrics
+
+    def reported(self, spec: TaskSpec) -> set[str]:
+        """The metric names a result of ``spec`` reports (its listed metrics plus corpus-level ones)."""
+        return set(spec.metrics)
 
     def metric_hint(self) -> str:
         """What an unknown-metric error offers besides the listed metrics."""

@@ -98,6 +98,9 @@ class BitsPerByte(LogLikelihood):
         nll = -lls[0]
         return {"nll": nll, "n_bytes": item.n_bytes, "bpb": M.bits_per_byte(nll, item.n_bytes)}
 
+    def reported(self, spec: TaskSpec) -> set[str]:
+        return set(spec.metrics) | {"bpb_corpus"}
+
     def corpus_scores(self, rows: list[dict]) -> dict[str, Any]:
         if not rows:
             return {}

@@ -412,6 +412,7 @@ class JudgeEngine(Generative):
 
     kind = "judge"
     metrics = M.JUDGE_METRICS
+    needs_judge = True
     blocks = ("judge",)
 
     def prepare(self, spec, docs: list[dict], pool: list[dict]) -> list:

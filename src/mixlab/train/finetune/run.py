@@ -44,17 +44,24 @@ def quiet(_message: str) -> None:
 def resolve_eval(cfg: FinetuneConfig) -> list[Any]:
     if cfg.early_stop is None:
         return []
+    from mixlab.eval.engines import get_engine
     from mixlab.eval.tasks import resolve_tasks
 
     specs = resolve_tasks(cfg.early_stop.suite, cfg.early_stop.tasks)
-    judged = [s.name for s in specs if s.kind == "judge"]
+    engines = {s.name: get_engine(s.kind) for s in specs}
+    judged = [n for n, e in engines.items() if e.needs_judge]
     if judged:
         raise ConfigError(f"early_stop: judge task(s) {', '.join(judged)} cannot drive early stopping "
                           "(no judge is configured for training); choose bpb, mc or generate tasks")
+    based = [n for n, e in engines.items() if e.needs_base]
+    if based:
+        raise ConfigError(f"early_stop: task(s) {', '.join(based)} compare with a base model, which the "
+                          "in-training evaluation does not load; choose bpb, mc or generate tasks")
     name = cfg.early_stop.metric.split("/")[-1]
-    if not any(name in s.metrics or (name == "bpb_corpus" and s.kind == "bpb") for s in specs):
+    reported = {m for s in specs for m in engines[s.name].reported(s)}
+    if name not in reported:
         raise ConfigError(f"early_stop.metric: no task of the early-stopping set reports {name!r} "
-                          f"(they report {sorted({m for s in specs for m in s.metrics})})")
+                          f"(they report {sorted(reported)})")
     return specs
 
 
