@@ -16,6 +16,15 @@ includes reading the data, building prompts and tokenizing. Prints wall times, t
 acc/acc_norm (and the prediction) are identical item by item, the largest log-likelihood difference,
 and the load average before and after.
 
+Where the time goes, per task: the token positions lm-eval's forward passes take (counted by a hook on
+the model, padding included) against the positions mixlab must compute (every node of each item's
+token trie, ``Scorer.layout``) and what it forwards with padding; ``dense tok/s`` is this model's own
+forward speed on full rows without masks or padding (one thread, times the workers: the machine's
+speed for this model, measured in this run), ``eff`` is mixlab's positions per second as a share of it
+(tokenizing, masks, attention over packed rows and the output head included), and ``bound`` is lm-eval's
+time over the time the dense speed needs for mixlab's positions plus its head projections: the
+speedup of an engine that computed exactly what mixlab computes, with no overhead at all.
+
     .venv/bin/python benchmarks/eval_throughput.py --limit 100 --threads 2
 """
 
@@ -128,12 +137,57 @@ def run_mixlab(loaded: LoadedModel, task: str, data: Path, limit: int, batch_siz
     return time.perf_counter() - t0, rows
 
 
-def run_harness(loaded: LoadedModel, name: str, limit: int, batch_size: int, tmp: Path) -> tuple[float, list[dict]]:
-    t0 = time.perf_counter()
-    lm = lm_eval_model(loaded, batch_size=batch_size)
-    out = run_lm_eval(lm, [name], include_path=tmp, include_defaults=False, limit=limit, log_samples=True)
-    wall = time.perf_counter() - t0
-    return wall, sorted(out["samples"][name], key=lambda s: s["doc_id"])
+def run_harness(loaded: LoadedModel, name: str, limit: int, batch_size: int,
+                tmp: Path) -> tuple[float, list[dict], int]:
+    """(wall time, per-item samples, token positions its forward passes took, padding included)."""
+    seen = [0]
+
+    def count(_module, args, kwargs):
+        ids = args[0] if args else kwargs.get("input_ids")
+        seen[0] += int(ids.numel())
+
+    hook = loaded.model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        t0 = time.perf_counter()
+        lm = lm_eval_model(loaded, batch_size=batch_size)
+        out = run_lm_eval(lm, [name], include_path=tmp, include_defaults=False, limit=limit, log_samples=True)
+        wall = time.perf_counter() - t0
+    finally:
+        hook.remove()
+    return wall, sorted(out["samples"][name], key=lambda s: s["doc_id"]), seen[0]
+
+
+def layout(loaded: LoadedModel, task: str, data: Path, limit: int, batch_size: int) -> dict[str, int]:
+    spec = get_task(task)
+    if task not in LM_EVAL_LOCAL:
+        spec = spec.model_copy(update={"data": DataSpec(path=str(data))})
+    docs, pool = load_docs(spec)
+    items = build_items(spec, docs[:limit], pool)
+    return Scorer(loaded.model, loaded.tokenizer, batch_size=batch_size).layout([it.pairs for it in items])
+
+
+def dense_speed(loaded: LoadedModel, workers: int, rows: int = 8, width: int = 256,
+                repeats: int = 3) -> tuple[float, float]:
+    """(positions/s of the model body, positions/s of the output head): one thread, full rows, no
+    mask or padding, best of ``repeats``, times ``workers`` (each worker is one such thread)."""
+    model = loaded.model
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ids = torch.randint(0, model.config.vocab_size, (rows, width))
+        hidden = torch.randn(rows * width, model.config.hidden_size)
+        body = head = float("inf")
+        with torch.inference_mode():
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model.base_model(input_ids=ids, use_cache=False)
+                body = min(body, time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                model.get_output_embeddings()(hidden)
+                head = min(head, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return workers * rows * width / body, workers * rows * width / head
 
 
 def compare(mine: list[dict], theirs: list[dict]) -> tuple[bool, float]:
@@ -174,21 +228,27 @@ def main() -> int:
     print(f"limit={args.limit} batch_size={args.batch_size} lm-eval threads={args.threads} "
           f"mixlab workers={args.threads}x1 thread torch={torch.__version__} cpus={os.cpu_count()} "
           f"load before={load0[0]:.2f},{load0[1]:.2f},{load0[2]:.2f}")
-    print(f"{'model':14s} {'task':10s} {'lm-eval s':>10s} {'mixlab s':>9s} {'speedup':>8s}  identical  max|dll|")
+    print(f"{'model':14s} {'task':10s} {'lm-eval s':>10s} {'mixlab s':>9s} {'speedup':>8s}  identical  max|dll|"
+          f"  {'lm-eval pos':>11s} {'mixlab pos':>10s} {'padded':>7s} {'dense tok/s':>11s} {'eff':>5s} {'bound':>6s}")
     totals = {"lm": 0.0, "mx": 0.0}
     all_same = True
     for model in args.models.split(","):
         loaded = proxy_model(tmp / "proxy") if model == "proxy" else load_model(model)
         for task in tasks:
             run_mixlab(loaded, task, files[task], 2, args.batch_size, 1)  # warm-up (allocator, lazy imports)
-            t_lm, theirs = run_harness(loaded, names[task], args.limit, args.batch_size, tmp)
+            t_lm, theirs, lm_pos = run_harness(loaded, names[task], args.limit, args.batch_size, tmp)
             t_mx, mine = run_mixlab(loaded, task, files[task], args.limit, args.batch_size, args.threads)
             same, worst = compare(mine, theirs)
             all_same &= same
             totals["lm"] += t_lm
             totals["mx"] += t_mx
-            print(f"{model:14s} {task:10s} {t_lm:10.2f} {t_mx:9.2f} {t_lm / t_mx:7.2f}x  {str(same):9s}  {worst:.1e}",
-                  flush=True)
+            plan = layout(loaded, task, files[task], args.limit, args.batch_size)
+            body, head = dense_speed(loaded, args.threads)
+            eff = plan["tokens"] / t_mx / body
+            bound = t_lm / (plan["tokens"] / body + plan["head_positions"] / head)
+            print(f"{model:14s} {task:10s} {t_lm:10.2f} {t_mx:9.2f} {t_lm / t_mx:7.2f}x  {str(same):9s}  {worst:.1e}"
+                  f"  {lm_pos:11d} {plan['tokens']:10d} {plan['padded_tokens']:7d} {body:11.0f} {eff:5.2f} "
+                  f"{bound:5.1f}x", flush=True)
     print(f"{'total':25s} {totals['lm']:10.2f} {totals['mx']:9.2f} {totals['lm'] / totals['mx']:7.2f}x  {all_same}")
     load1 = os.getloadavg()
     print(f"load after={load1[0]:.2f},{load1[1]:.2f},{load1[2]:.2f}")

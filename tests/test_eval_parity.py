@@ -211,3 +211,29 @@ def test_worker_processes_give_the_results_of_one(tiny, data_dir):
     assert two == one
     assert sum(seen) == N and len(seen) == -(-N // 3)  # every batch reported once, whoever ran it
     assert torch.get_num_threads() == 1  # the thread setting is restored
+
+
+def test_layout_counts_each_shared_token_once(tiny, data_dir):
+    """``Scorer.layout`` plans what scoring computes: one trie node per distinct input prefix of an
+    item's requests (the shared context once), and the forward passes scoring then really makes."""
+    spec = get_task("arc_easy")
+    docs, _ = load_docs(spec)
+    groups = [it.pairs for it in build_items(spec, docs[:N])]
+    scorer = Scorer(tiny.model, tiny.tokenizer, batch_size=7)
+    plan = scorer.layout(groups)
+    encoded = scorer.encode_pairs([p for g in groups for p in g])
+    expected, i = 0, 0
+    for g in groups:
+        inputs = [(ctx + cont)[:-1] for ctx, cont in encoded[i:i + len(g)]]
+        expected += len({tuple(seq[:k]) for seq in inputs for k in range(1, len(seq) + 1)})
+        i += len(g)
+    assert plan["tokens"] == expected
+    assert plan["tokens"] <= plan["padded_tokens"] < sum(len(c) + len(x) for c, x in encoded)
+    calls: list[int] = []
+    hook = tiny.model.base_model.register_forward_pre_hook(lambda m, a, k: calls.append(k["input_ids"].numel()),
+                                                           with_kwargs=True)
+    try:
+        scorer.score_groups(groups)
+    finally:
+        hook.remove()
+    assert len(calls) == plan["forwards"] == -(-N // 7) and sum(calls) == plan["padded_tokens"]
