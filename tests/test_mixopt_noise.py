@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import yaml
+from scipy.special import digamma, polygamma
 
 from mixlab.mixopt import io
 from mixlab.mixopt import swarm as S
@@ -175,3 +176,29 @@ def test_swarm_generates_seed_repeats_of_far_apart_anchors(tmp_path):
     seeds = [yaml.safe_load((d / "variants" / f"{n}.yaml").read_text())["seed"] for n in names[6:]]
     assert seeds == [1, 2, 1, 2]
     assert len(np.unique(repeat_groups(req.values))) == 6
+
+
+def _few_anchors(seed: int, slope: np.ndarray, metrics: int = 3, a: int = 4, k: int = 3):
+    """``a`` anchors x ``k`` repeats, ``metrics`` metrics with independent noise of variance
+    ``1e-4 exp(x . slope)`` (the same pattern for every metric, as a run's seed noise would be)."""
+    rng = np.random.default_rng(seed)
+    A = rng.dirichlet(np.ones(len(slope)), size=a)
+    X = np.repeat(A, k, axis=0)
+    sd = np.sqrt(1e-4 * np.exp(X @ slope))
+    return X, 2.5 + rng.normal(0, 1, size=(len(X), metrics)) * sd[:, None], lambda Z: 1e-4 * np.exp(np.asarray(Z) @ slope)
+
+
+def test_fits_saved_with_the_fixed_ridge_penalty_load_as_before():
+    X, Y, _ = _few_anchors(0, np.array([3.0, -3.0, 0.0, 0.0]), metrics=1)
+    nm = NoiseModel.estimate(X, Y, ["m"])
+    old = {k: v for k, v in nm.state().items() if k not in ("tau2_shared", "tau2_metric", "corr")} | {"ridge": 0.3}
+    back = NoiseModel.from_state(old)
+    assert back.ridge == 0.3 and back.tau2 is None
+    # the old model: precision-weighted ridge with penalty 0.3 (all anchors k = 3: equal precisions)
+    z = np.log(nm.var[:, 0]) - (digamma(1.0) - np.log(1.0))
+    x0 = nm.anchors.mean(axis=0)
+    A = nm.anchors - x0
+    p = 1 / polygamma(1, 1.0)
+    beta = np.linalg.solve(p * A.T @ A + 0.3 * np.eye(4), p * A.T @ (z - z.mean()))
+    Z = np.eye(4)
+    np.testing.assert_allclose(back.predict_var(Z)[:, 0], np.exp(z.mean() + np.clip((Z - x0) @ beta, -np.log(10), np.log(10))))

@@ -200,7 +200,7 @@ def noise_report(noise: NoiseModel | None, data: io.SwarmData, dirs: Mapping[str
     return {"anchors": int(len(noise.counts)), "repeats": noise.counts.tolist(), "weighted": weighted,
             "model": ("inverse-distance-weighted log variance of the anchors" if noise.model == "idw" else
                       "log variance of the anchors regressed on the mixture (ridge, shrunk toward the pooled "
-                      "variance, within 10x of it)"), "objective": on.floor()["objective"]}
+                      "variance as far as the anchors' evidence for heteroscedasticity (REML) says, within 10x of it)"), "objective": on.floor()["objective"]}
 
 
 def write_fit(res: FitResult, out: str | Path, meta: dict[str, Any]) -> Path:
