@@ -66,6 +66,7 @@ def test_prediction_is_registered_with_its_hash_and_matches_the_fit(round1):
         assert lo < pred[j] < hi
     # the proposal's own objective, as propose reported it, is what was registered
     assert arm["predicted_objective"]["predicted"] == pytest.approx(prop["objective"]["predicted"])
+    assert arm["predicted_objective"]["seed_std"] is None  # no repeats in this swarm: the out-of-fold band alone
     # the registered mixtures were trained: each run's config has the arm's mixture and its seed
     for run, r in rec["prediction"]["runs"].items():
         c = yaml.safe_load((tmp / "r1" / "runs" / run / "config.yaml").read_text())
@@ -172,3 +173,38 @@ def test_fit_and_proposal_directories_hold_the_plots_and_the_html_report(round1)
         embedded = {base64.b64decode(i) for i in imgs}
         assert {(d / f).read_bytes() for f in figs} <= embedded
         assert "http" not in page and "<script" not in page
+
+
+def test_the_registered_band_adds_the_repeats_seed_noise_for_a_mean_of_fresh_seeds():
+    """Runs outside the repeats share the base seed, so the fitted level carries its offset: the band of a
+    k-seed mean adds var(x) (1 + 1/k) to the out-of-fold error, var from the repeats at that mixture."""
+    from mixlab.mixopt import io
+    from mixlab.mixopt.fit import fit_swarm
+    from mixlab.mixopt.noise import NoiseModel
+    from mixlab.mixopt.propose import Objective
+
+    rng = np.random.default_rng(3)
+    X = rng.dirichlet(np.ones(3), size=24)
+    X = np.vstack([X, np.repeat(X[:3], 2, axis=0)])            # 3 anchors x 3 runs
+    sd = np.array([0.01, 0.05, 0.1])[np.argmax(X, axis=1)]      # noise differs by the dominant domain
+    Y = np.column_stack([1 + X @ [0.5, 1.0, 2.0] + rng.normal(0, sd), 2 - X @ [1.0, 0.2, 0.1] + rng.normal(0, sd)])
+    runs = [f"r{i:02d}" for i in range(len(X))]
+    res = fit_swarm(io.SwarmData(runs, runs, ["a", "b", "c"], X, ["l1", "l2"], Y), "linear", folds=4)
+    obj = Objective.build(res.model.metrics, res.data.metrics, {"l1": 1.0, "l2": 0.5}, {"l1": "min", "l2": "min"})
+    x = np.array([0.2, 0.3, 0.5])
+    nm = NoiseModel.estimate(res.data.weights, res.data.metrics, ["l1", "l2"])
+    for k in (2, 4):
+        per, o = V._predict(res, obj, x, k)
+        for j, m in enumerate(("l1", "l2")):
+            var = float(nm.predict_var(x[None, :])[0, j])
+            assert per[m]["seed_std"] == pytest.approx(var ** 0.5)
+            assert per[m]["std"] ** 2 == pytest.approx(per[m]["oof_rmse_near"] ** 2 + var * (1 + 1 / k))
+            lo, hi = per[m]["band95"]
+            assert hi - lo == pytest.approx(2 * 1.96 * per[m]["std"])
+        y_obj = obj.value(res.data.metrics)
+        ov = float(NoiseModel.estimate(res.data.weights, y_obj[:, None], ["objective"]).predict_var(x[None, :])[0, 0])
+        assert o["std"] ** 2 == pytest.approx(o["oof_rmse_near"] ** 2 + ov * (1 + 1 / k))
+    # the noise at the anchors is what their runs' spread says (within the model's smoothing)
+    anchor_sd = [np.std(obj.value(Y[[i, 24 + 2 * i, 25 + 2 * i]]), ddof=1) for i in range(3)]
+    seed_sd = [V._predict(res, obj, X[i], 2)[1]["seed_std"] for i in range(3)]
+    assert min(anchor_sd) / 10 < min(seed_sd) and max(seed_sd) < 10 * max(anchor_sd)

@@ -577,13 +577,15 @@ def _region_starts(region: Polytope, starts: np.ndarray, prior: np.ndarray) -> l
 
 
 def uncertainty(x: np.ndarray, predicted: float, model_std: float | None, X: np.ndarray, y_obj: np.ndarray,
-                oof_obj: np.ndarray) -> dict[str, Any]:
+                oof_obj: np.ndarray, realization_var: float = 0.0) -> dict[str, Any]:
     """Band and optimism of the predicted objective at ``x`` from out-of-fold errors.
 
     ``local``: runs nearest to ``x`` (k = max(3, n/10)); their OOF error ``actual - predicted`` says
     how far predictions were off here. ``top``: runs the OOF model ranked best (same k); their error
     is the winner's-curse bias of picking by prediction. Expected optimism is the larger of the two
-    (never below 0), and the 95% band combines the local OOF RMSE with the model's std.
+    (never below 0), and the 95% band combines the local OOF RMSE with the model's std and
+    ``realization_var``: the variance of the value to be checked about the fit's level that
+    out-of-fold error cannot see (``mixlab verify``: the seed noise of runs at fresh seeds).
     """
     n = len(X)
     k = max(3, math.ceil(n / 10))
@@ -592,7 +594,7 @@ def uncertainty(x: np.ndarray, predicted: float, model_std: float | None, X: np.
     err = y_obj - oof_obj
     local_bias, top_bias = float(err[near].mean()), float(err[top].mean())
     local_rmse = float(np.sqrt(np.mean(err[near] ** 2)))
-    sd = math.sqrt(local_rmse**2 + (model_std or 0.0) ** 2)
+    sd = math.sqrt(local_rmse**2 + (model_std or 0.0) ** 2 + realization_var)
     optimism = max(local_bias, top_bias, 0.0)
     return {"predicted": predicted, "std": sd, "band95": [predicted - 1.96 * sd, predicted + 1.96 * sd],
             "model_std": model_std, "oof_rmse_near": local_rmse, "optimism_near": local_bias,
