@@ -370,7 +370,7 @@ def propose(fit_or_dir: FitResult | str | Path, cfg: ProposeConfig, out: str | P
         proposal["leaf_weights"] = dict(zip(res.hierarchy.leaves, res.hierarchy.expand(x)[0].tolist()))
         proposal["hierarchy"] = res.hierarchy.as_json()
         proposal["reuse"] = res.reuse
-    proposal["fit"] = str(res.path) if res.path else None
+    proposal["fit"] = str(res.path.resolve()) if res.path else None  # absolute: verify runs from anywhere
     proposal["cv_objective"] = res.cv["aggregate"]["objective"]
     proposal["timings"] = {"propose_s": round(time.perf_counter() - t0, 3)}
     if out is not None:
