@@ -208,3 +208,15 @@ def test_the_registered_band_adds_the_repeats_seed_noise_for_a_mean_of_fresh_see
     anchor_sd = [np.std(obj.value(Y[[i, 24 + 2 * i, 25 + 2 * i]]), ddof=1) for i in range(3)]
     seed_sd = [V._predict(res, obj, X[i], 2)[1]["seed_std"] for i in range(3)]
     assert min(anchor_sd) / 10 < min(seed_sd) and max(seed_sd) < 10 * max(anchor_sd)
+
+
+def test_a_proposal_made_from_a_relative_fit_path_is_verifiable_from_another_folder(round1, tmp_path, monkeypatch):
+    tmp, sw, v = round1
+    monkeypatch.chdir(tmp)
+    propose("fit", ProposeConfig(fit="fit", objective={"bpb/prose": {"weight": 1}}, within="hull",
+                                 search={"samples": 200}), tmp_path / "p")
+    rec = json.loads((tmp_path / "p" / "proposal.json").read_text())
+    assert rec["fit"] == str((tmp / "fit").resolve())
+    monkeypatch.chdir(tmp_path)
+    prop, fit_res, fdir = V._load_proposal(tmp_path / "p", None)
+    assert fdir == tmp / "fit" and fit_res.model.domains == ["arithmetic", "people", "prose"]
