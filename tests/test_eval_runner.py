@@ -58,6 +58,11 @@ def test_results_items_resume_and_crash_isolation(model_dir, tmp_path, monkeypat
     result = json.loads((out / "tasks" / "ok" / "result.json").read_text())
     assert result["status"] == "done" and result["items"] == "items.jsonl" and result["model"] == str(model_dir)
     assert result["stderr"]["acc"] > 0
+    # guessing: the mean of 1 / choices over the items, beside the metrics (not one of them)
+    assert {len(i["lls"]) for i in items} == {4}
+    assert result["chance"] == {"acc": 0.25, "acc_norm": 0.25}
+    assert "chance" not in result["metrics"]
+    assert "chance" not in json.loads((out / "tasks" / "bits" / "result.json").read_text())
 
     # bpb: per-item value and the byte-weighted corpus figure from the stored NLLs
     rows = [json.loads(line) for line in (out / "tasks" / "bits" / "items.jsonl").read_text().splitlines()]

@@ -54,6 +54,7 @@ class Result:
     task_version: str = ""
     base_model: str | None = None
     items: Mapping[str, float] | None = field(default=None, compare=False, repr=False)
+    chance: float | None = None  # the metric's value under uniform guessing (multiple choice), if known
 
     @property
     def key(self) -> tuple[str, str]:

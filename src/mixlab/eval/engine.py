@@ -101,6 +101,12 @@ class Engine:
         """Progress units of a task (default: its items)."""
         return len(items)
 
+    def chance(self, spec: TaskSpec, rows: Sequence[dict]) -> dict[str, float]:
+        """Metric -> its expected value under uniform guessing, where the kind has one (multiple choice:
+        the mean of 1 / choices). The report uses it to tell a base model that is at chance on a
+        benchmark, whose changes measure answer bias rather than knowledge."""
+        return {}
+
     def extra(self, spec: TaskSpec, ctx: Context) -> dict[str, Any]:
         """What besides the task and model decides a result (part of its key) and is recorded."""
         out: dict[str, Any] = {}

@@ -67,6 +67,9 @@ def score_task(spec: TaskSpec, items: list[I.Item], scorer: Scorer,
         stderr[m] = M.mean_stderr(values)
     summary.update(engine.corpus_scores(rows))
     summary["stderr"] = stderr
+    chance = engine.chance(spec, rows)
+    if chance:
+        summary["chance"] = chance
     if n_truncated or n_windowed:
         summary["windowing"] = {"window": scorer.max_length, "truncated_items": n_truncated,
                                 "windowed_items": n_windowed}
@@ -114,6 +117,14 @@ class MultipleChoice(LogLikelihood):
 
     def prepare(self, spec: TaskSpec, docs: list[dict], pool: list[dict]) -> list[Any]:
         return I.choice_requests(spec, docs, pool)
+
+    def chance(self, spec: TaskSpec, rows: Sequence[dict]) -> dict[str, float]:
+        """acc, acc_norm and mc1 of uniform guessing: the mean over items of 1 / choices (mc2, the
+        probability mass on the true answers, has no such constant)."""
+        if not rows:
+            return {}
+        c = sum(1.0 / len(r["lls"]) for r in rows) / len(rows)
+        return {m: c for m in spec.metrics if m in ("acc", "acc_norm", "mc1")}
 
     def item_scores(self, spec: TaskSpec, item: I.Item, lls: list[float]) -> dict[str, Any]:
         row: dict[str, Any] = {

@@ -274,8 +274,8 @@ def _run_one(p: Prepared, engines: _Engines, identity: dict, key: str, task_dir:
     atomic.write_jsonl(task_dir / "items.jsonl", rows)
     result = {
         "key": key, "status": "done", "task": describe(spec), **identity, "limit": limit,
-        "metrics": {k: v for k, v in summary.items() if k not in ("stderr", "windowing")},
-        "stderr": summary["stderr"], **({"windowing": summary["windowing"]} if "windowing" in summary else {}),
+        "metrics": {k: v for k, v in summary.items() if k not in ("stderr", "windowing", "chance")},
+        "stderr": summary["stderr"], **{k: summary[k] for k in ("windowing", "chance") if k in summary},
         **engines.extra(p),
         "n": summary["n"], "items": "items.jsonl", "seconds": round(time.perf_counter() - t0, 3),
         "engine_version": ENGINE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

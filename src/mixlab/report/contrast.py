@@ -233,8 +233,9 @@ def contrast_runs(comparison: Comparison, runs_meta: Mapping[str, RunMeta] | Seq
                   unit: Unit = "relative", alpha: float = 0.05) -> list[Contrast]:
     """Every other run against ``reference`` on the benchmarks both have (targets: the run's own).
 
-    A benchmark only one of the two has, or one not compared with its base (a task version or base model
-    that differs), is left out of the means and listed in ``left_out`` with the reason.
+    A benchmark only one of the two has, one not compared with its base (a task version or base model
+    that differs), or a non-target one where the base is at chance (``Change.base_at_chance``) is left
+    out of the means and listed in ``left_out`` with the reason.
     Raises ``KeyError`` when the reference run has no compared results.
     """
     meta = runs_meta if isinstance(runs_meta, Mapping) else {m.run: m for m in runs_meta}
@@ -254,6 +255,12 @@ def contrast_runs(comparison: Comparison, runs_meta: Mapping[str, RunMeta] | Seq
             key = (b.task, b.metric)
             if b.run in (run, reference) and key not in missing and key not in set(shared):
                 missing[key] = f"not compared for {b.run}: {b.reason}"
+        for k in shared:
+            if k[0] not in targets and (finals[run][k].base_at_chance or ref[k].base_at_chance):
+                c = finals[run][k] if finals[run][k].base_at_chance else ref[k]
+                missing[k] = (f"the base is at chance: {c.chance_words()}, binomial p = {c.base_chance_p:.2g}; "
+                              "a change there is answer bias, not forgetting")
+        shared = [k for k in shared if k not in missing]
         names = _labels(sorted({*shared, *missing}))
         tgt = [(finals[run][k], ref[k]) for k in shared if k[0] in targets]
         oth = [(finals[run][k], ref[k]) for k in shared if k[0] not in targets]

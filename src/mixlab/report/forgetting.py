@@ -28,6 +28,7 @@ different ``task_version`` or ``base_model`` are never compared and come back as
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -111,10 +112,23 @@ class Change:
     flips_correct_to_wrong: int | None = None
     flips_wrong_to_correct: int | None = None
     replicates: np.ndarray | None = field(default=None, repr=False)  # bootstrap means of delta
+    base_chance: float | None = None  # the metric under uniform guessing (multiple choice), if known
+    base_chance_p: float | None = None  # one-sided binomial p that the base is above it
 
     @property
     def key(self) -> TaskKey:
         return (self.task, self.metric)
+
+    @property
+    def base_at_chance(self) -> bool:
+        """The base model is not significantly above guessing here (binomial, ``alpha``): what a
+        fine-tuning run changes on such a benchmark is its answer priors, not knowledge it had, so the
+        run summaries and contrasts leave it out of the forgetting averages (a target task still counts)."""
+        return self.base_chance_p is not None and self.base_chance_p >= self.alpha
+
+    def chance_words(self) -> str:
+        """``boolq (base 31.2%, guessing 50.0%)`` for notes."""
+        return (f"{self.task} (base {100 * self.base_value:.1f}%, guessing {100 * (self.base_chance or 0):.1f}%)")
 
     @property
     def significant(self) -> bool | None:
@@ -193,6 +207,7 @@ def compare_to_base(results: Iterable[Result] | Mapping, base: str | Mapping[str
     changes: list[Change] = []
     bad: list[Incomparable] = []
     pending: list[tuple[Change, Result, Result]] = []
+    chance_p: dict[int, float | None] = {}
     for run in sorted(index):
         base_run = _base_of(base, run)
         if run in bases or base_run is None:
@@ -212,12 +227,21 @@ def compare_to_base(results: Iterable[Result] | Mapping, base: str | Mapping[str
                     continue
                 delta, rel = _directional_delta(r, b)
                 ch = Change(run, step, r.task, r.metric, base_run, b.value, r.value, r.higher_is_better,
-                            delta, rel, alpha=config.alpha)
+                            delta, rel, alpha=config.alpha, base_chance=b.chance, base_chance_p=_chance_p(b, chance_p))
                 changes.append(ch)
                 if r.items is not None and b.items is not None:
                     pending.append((ch, b, r))
     _add_paired_stats(pending, config)
     return Comparison(changes, bad)
+
+
+def _chance_p(b: Result, cache: dict[int, float | None]) -> float | None:
+    """The base result's one-sided binomial p against guessing (None when its chance is unknown); once
+    per base result, however many runs share it."""
+    if id(b) not in cache:
+        cache[id(b)] = (None if b.chance is None or not b.n or not math.isfinite(b.value)
+                        else stats.above_chance_pvalue(b.value, b.n, b.chance))
+    return cache[id(b)]
 
 
 def _aligned(b: Result, r: Result, cache: dict[int, tuple[list[str], np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -373,6 +397,7 @@ class RunSummary:
     target_tasks: tuple[str, ...] = ()  # the tasks target_gain averages
     other_tasks: tuple[str, ...] = ()  # the tasks other_change averages
     points_tasks: tuple[str, ...] = ()  # of those, the ones counted in points (base value 0)
+    chance_tasks: tuple[str, ...] = ()  # non-target benchmarks left out: the base is at chance there
 
     @property
     def mean_marker(self) -> str:
@@ -400,11 +425,18 @@ def summarize_runs(comparison: Comparison, runs_meta: Mapping[str, RunMeta] | It
     by_run: dict[str, list[Change]] = defaultdict(list)
     for ch in comparison.changes:
         by_run[ch.run].append(ch)
-    curves = _curve_stats(points, meta, unit)
-    out = []
+    finals: dict[str, tuple[list[Change], list[Change]]] = {}
     for run in sorted(by_run):
         last = max(c.step for c in by_run[run])
         chs = [c for c in by_run[run] if c.step == last]
+        targets = set(meta.get(run, RunMeta(run)).target_tasks)
+        kept = [c for c in chs if c.task in targets or not c.base_at_chance]
+        chance = [c for c in chs if c.task not in targets and c.base_at_chance] if kept else []
+        finals[run] = (kept or chs, chance)  # every benchmark at chance: leave none out (nothing would be left)
+    curves = _curve_stats(points, meta, unit, {(c.run, c.task, c.metric) for _, ch in finals.values() for c in ch})
+    out = []
+    for run, (chs, chance) in finals.items():
+        last = chs[0].step
         m = meta.get(run, RunMeta(run))
         targets = set(m.target_tasks)
         vals = [c.in_unit(unit) for c in chs]
@@ -417,7 +449,8 @@ def summarize_runs(comparison: Comparison, runs_meta: Mapping[str, RunMeta] | It
             worst, worst.in_unit(unit), _mean_of(tgt, unit), _mean_of(oth, unit), bwt, max_forget,
             sum(1 for c in chs if c.delta < 0 and c.significant), sum(1 for c in chs if c.nonsignificant_drop),
             _mean_ci(tgt, unit, alpha), _mean_ci(oth, unit, alpha), tuple(c.task for c in tgt),
-            tuple(c.task for c in oth), tuple(c.task for c in chs if c.in_points(unit))))
+            tuple(c.task for c in oth), tuple(c.task for c in chs if c.in_points(unit)),
+            tuple(c.task for c in chance)))
     return out
 
 
@@ -425,14 +458,17 @@ def _mean_of(changes: Sequence[Change], unit: Unit) -> float | None:
     return float(np.mean([c.in_unit(unit) for c in changes])) if changes else None
 
 
-def _curve_stats(points: Sequence[CheckpointPoint], meta: Mapping[str, RunMeta], unit: Unit
-                 ) -> dict[str, tuple[float | None, float | None]]:
-    """Per run: backward transfer (mean over non-target tasks of final minus base) and the largest drop."""
+def _curve_stats(points: Sequence[CheckpointPoint], meta: Mapping[str, RunMeta], unit: Unit,
+                 skip: set[tuple[str, str, str]] = frozenset()) -> dict[str, tuple[float | None, float | None]]:
+    """Per run: backward transfer (mean over non-target tasks of final minus base) and the largest drop,
+    leaving out the (run, task, metric) in ``skip`` (benchmarks where the base is at chance)."""
     final: dict[tuple[str, str, str], CheckpointPoint] = {}
     first: dict[tuple[str, str, str], CheckpointPoint] = {}
     worst_drop: dict[str, float] = {}
     for p in points:
         k = (p.run, p.task, p.metric)
+        if k in skip:
+            continue
         if k not in final or p.step > final[k].step:
             final[k] = p
         if k not in first or p.step < first[k].step:

@@ -182,3 +182,12 @@ def sign_flip_pvalues(D: np.ndarray, n_perm: int = 2000, seed: int = 0, key: str
 def is_binary(a: np.ndarray) -> bool:
     """True when every score is 0 or 1 (accuracy-like items: McNemar applies)."""
     return bool(np.all((a == 0) | (a == 1)))
+
+
+def above_chance_pvalue(accuracy: float, n: int, chance: float) -> float:
+    """One-sided exact binomial p-value that ``accuracy`` over ``n`` items is above ``chance``: P(X >= k)
+    for X ~ Binomial(n, chance), k = round(accuracy * n) (``scipy.stats.binomtest(k, n, chance,
+    alternative="greater")``). With mixed choice counts ``chance`` is the mean of 1 / choices, and the
+    binomial is the usual approximation of the Poisson-binomial."""
+    k = int(round(accuracy * n))
+    return float(_st.binom.sf(k - 1, n, chance))

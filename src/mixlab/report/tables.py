@@ -209,9 +209,14 @@ def forgetting_tables(summaries: Sequence[RunSummary]) -> list[Table]:
 
 
 def _points_note(summaries: Sequence[RunSummary]) -> str:
-    """Which benchmarks count in points (base value 0), for a table's note; empty when none."""
+    """Which benchmarks count in points (base value 0) and which are left out because the base is at
+    chance there, for a table's note; empty when none."""
     names = sorted({t for s in summaries for t in s.points_tasks})
-    return f"counted in points (base 0): {', '.join(names)}; " if names else ""
+    chance = sorted({t for s in summaries for t in s.chance_tasks})
+    return ((f"counted in points (base 0): {', '.join(names)}; " if names else "")
+            + (f"left out of the averages, worst, backward transfer and drops: {', '.join(chance)} (the base is "
+               "not above guessing there, binomial p >= 0.05: a change measures answer bias, not forgetting); "
+               if chance else ""))
 
 
 def _avg_text(runs: Sequence[RunSummary], unit: str) -> str:
@@ -304,15 +309,19 @@ def changes_table(changes: Sequence[Change]) -> Table:
         pct = is_percent([c.value, c.base_value], c.higher_is_better)
         ci = "" if c.ci is None else f"[{fmt_delta(c.ci[0], pct)}, {fmt_delta(c.ci[1], pct)}]"
         metric = c.metric + ("" if c.higher_is_better else " ↓")
+        base = fmt_value(c.base_value, pct) + (f" (chance {fmt_value(c.base_chance, pct)})" if c.base_at_chance else "")
         body.append([Cell(c.run), Cell(str(c.step)), Cell(c.task), Cell(metric),
-                     Cell(fmt_value(c.base_value, pct)), Cell(fmt_value(c.value, pct)), Cell(fmt_delta(c.delta, pct)),
+                     Cell(base), Cell(fmt_value(c.value, pct)), Cell(fmt_delta(c.delta, pct)),
                      Cell("–" if c.rel is None else f"{100 * c.rel:+.1f}%"), Cell(ci),
                      Cell("–" if c.pvalue is None else f"{c.pvalue:.3g}"), Cell(c.test or "–"), Cell(_flips(c)),
                      Cell(c.marker)])
     return Table("Change per benchmark vs the base model", ["run", "step", "task", "metric", "base", "run value",
                  "Δ", "Δ%", "95% CI", "p", "test", "c→w / w→c", ""], body,
                  ["Δ is direction-aware (positive = better); the CI is of the mean per-item change over the "
-                  "items both evaluations scored"])
+                  "items both evaluations scored"]
+                 + (["base (chance X): the base is not above uniform guessing on this benchmark (one-sided binomial "
+                     "p >= 0.05); its changes are answer bias, so run summaries and contrasts leave it out unless it "
+                     "is a target"] if any(c.base_at_chance for c in changes) else []))
 
 
 def _flips(c: Change) -> str:

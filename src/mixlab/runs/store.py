@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     PRIMARY KEY (unit, task));
 CREATE TABLE IF NOT EXISTS results (
     unit TEXT NOT NULL, task TEXT NOT NULL, metric TEXT NOT NULL, value REAL, n INTEGER NOT NULL,
-    stderr REAL, higher_is_better INTEGER NOT NULL, items TEXT,
+    stderr REAL, higher_is_better INTEGER NOT NULL, items TEXT, chance REAL,
     PRIMARY KEY (unit, task, metric));
 CREATE INDEX IF NOT EXISTS results_task ON results (task, metric);
 CREATE TABLE IF NOT EXISTS claims (
@@ -162,6 +162,9 @@ class Store:
         with self.transaction():
             for stmt in filter(str.strip, _SCHEMA.split(";")):
                 self.db.execute(stmt)
+            cols = {r[1] for r in self.db.execute("PRAGMA table_info(results)")}
+            if "chance" not in cols:  # a database written before results recorded chance: its rows read None
+                self.db.execute("ALTER TABLE results ADD COLUMN chance REAL")
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def _unreadable(self, e: Exception) -> DataError:
@@ -356,13 +359,13 @@ class Store:
             where.append("u.step = ?")
             args.append(step)
         sql = ("SELECT u.run, u.step, r.task, r.metric, r.value, r.n, r.stderr, r.higher_is_better, "
-               "t.task_version, u.base_model, r.items FROM units u "
+               "t.task_version, u.base_model, r.items, r.chance FROM units u "
                "JOIN tasks t ON t.unit = COALESCE(u.same_as, u.unit) AND t.status = 'done' "
                "JOIN results r ON r.unit = t.unit AND r.task = t.task"
                + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY u.run, u.step, r.task, r.metric")
         return [Result(r[0], r[1], r[2], r[3], math.nan if r[4] is None else r[4], r[5], r[6], bool(r[7]),
-                       r[8] or "", r[9], ItemScores(r[10], r[3]) if r[10] else None)
+                       r[8] or "", r[9], ItemScores(r[10], r[3]) if r[10] else None, r[11])
                 for r in self.db.execute(sql, args)]
 
     def events(self) -> list[dict[str, Any]]:
@@ -449,8 +452,10 @@ def _put_result(db: sqlite3.Connection, unit: str, result: dict[str, Any], path:
     db.execute("INSERT OR REPLACE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                (unit, task, "done", result.get("key"), desc.get("hash"), task_version(desc, result.get("limit")),
                 result.get("limit"), None, str(path), result.get("seconds"), _mtime(path)))
+    chance = result.get("chance") or {}
     for metric, value, n, stderr, higher in rows_of(result):
-        db.execute("INSERT INTO results VALUES (?,?,?,?,?,?,?,?)", (unit, task, metric, value, n, stderr, int(higher), items))
+        db.execute("INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?)",
+                   (unit, task, metric, value, n, stderr, int(higher), items, chance.get(metric)))
 
 
 def _put_error(db: sqlite3.Connection, unit: str, task_dir: Path, content: dict[str, Any]) -> None:
