@@ -37,7 +37,7 @@ from scipy import optimize as sopt
 from mixlab.errors import ConfigError
 from mixlab.mixopt.propose import ConstraintsConfig, Objective, feasible_bounds, optimize_mixture, project
 from mixlab.mixopt.regressors import MixtureModel
-from mixlab.mixopt.reuse import Pooled, plan_reuse, pool_runs
+from mixlab.mixopt.reuse import Pooled, fit_pooled, plan_reuse, pool_runs
 
 SLOTS, TASKS, NOISE, SIGNAL_SD = 10, 3, 0.01, 0.1
 RUNS_PER_DOMAIN = 6
@@ -95,10 +95,12 @@ def fit_propose(X: np.ndarray, Y: np.ndarray, prior: np.ndarray, seed: int, law:
     return x
 
 
-def fit_propose_pooled(P: Pooled, prior: np.ndarray, seed: int, law: str, start: np.ndarray) -> np.ndarray:
-    """Fit every column of the pooled table; propose over the current domains (retired ones at 0)."""
+def fit_propose_pooled(P: Pooled, prior: np.ndarray, seed: int, law: str, start: np.ndarray,
+                       offsets: bool | str = "auto") -> np.ndarray:
+    """Fit every column of the pooled table (``offsets``: an offset per revision block, kept where it
+    lowers the BIC with "auto", see ``fit_pooled``); propose over the current domains (retired ones at 0)."""
     tasks = [f"t{k}" for k in range(TASKS)]
-    model = MixtureModel.fit(REGRESSOR[law], P.columns, tasks, P.weights, P.metrics, seed=seed)
+    model = fit_pooled(P, REGRESSOR[law], tasks, seed=seed, offsets=offsets).model
     design = swarm(prior, 2048, np.random.default_rng(seed))  # the swarm sampler over the current domains
     obj = P.objective(model, design, {t: 1.0 for t in tasks}, {t: "min" for t in tasks})
     bounds = feasible_bounds(P.columns, ConstraintsConfig(max_weight={c: 0.0 for c in P.retired}))
@@ -137,7 +139,7 @@ def optimum(J, d: int, prior: np.ndarray, rng: np.random.Generator) -> float:
     return best
 
 
-def run(seed: int, law: str, reuse_per_domain: int = RUNS_PER_DOMAIN) -> list[dict[str, float]]:
+def run(seed: int, law: str, reuse_per_domain: int = RUNS_PER_DOMAIN, offsets: bool | str = "auto") -> list[dict[str, float]]:
     rng = np.random.default_rng(seed)
     surf = Surface(law, rng)
     slots = list(START)
@@ -196,9 +198,10 @@ def run(seed: int, law: str, reuse_per_domain: int = RUNS_PER_DOMAIN) -> list[di
         # pooled: a reuse swarm around its own previous proposal, fitted with every earlier run
         hp, _, Vp = reuse_swarm(pooled_prev, names, changed, prior, reuse_per_domain, rng)
         Xp = np.zeros((0, len(names))) if hp is None else hp.expand(Vp)
-        pooled = pool_runs(pooled.columns, pooled.weights, pooled.metrics, names, Xp, observe(Xp, slots), changed)
+        pooled = pool_runs(pooled.columns, pooled.weights, pooled.metrics, names, Xp, observe(Xp, slots), changed,
+                           pooled.blocks)
         start = np.array([pooled_prev.get(n, 0.0) for n in names])
-        x_pooled = fit_propose_pooled(pooled, prior, seed, law, start)
+        x_pooled = fit_propose_pooled(pooled, prior, seed, law, start, offsets)
         pooled_prev = dict(zip(names, x_pooled.tolist()))
         rows.append({"update": f"{kind} {what}", "full_runs": n_full, "reuse_runs": n_reuse,
                      "full_regret": regret(x_full, slots), "reuse_regret": rr, "frozen_oracle": ro,
@@ -211,13 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--law", default="exp,power")
     ap.add_argument("--reuse-per-domain", default="6,10", help="reuse swarm runs per searched domain (comma list)")
+    ap.add_argument("--offsets", default="auto", choices=("auto", "on", "off"),
+                    help="pooled: an offset per revision block (auto: where it lowers the BIC; fit_pooled)")
     args = ap.parse_args(argv)
+    offsets = {"auto": "auto", "on": True, "off": False}[args.offsets]
     warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
     for law, rpd in [(la, int(r)) for la in args.law.split(",") for r in args.reuse_per_domain.split(",")]:
-        res = [run(1000 * s + 5, law, rpd) for s in range(args.seeds)]
+        res = [run(1000 * s + 5, law, rpd, offsets) for s in range(args.seeds)]
         print(f"\n{law} law, {args.seeds} seeds, reuse swarms of {rpd} runs per searched domain (full: "
-              f"{RUNS_PER_DOMAIN} per domain): runs and mean normalized regret per update (0 = optimum, 1 = natural)")
+              f"{RUNS_PER_DOMAIN} per domain; pooled block offsets {args.offsets}): runs and mean normalized regret "
+              f"per update (0 = optimum, 1 = natural)")
         print(f"  {'update':18s} {'full runs':>9s} {'reuse runs':>10s} {'full regret':>12s} {'reuse regret':>13s} "
               f"{'best with the frozen split':>27s} {'pooled runs':>11s} {'pooled regret':>13s}")
         for i, (kind, what) in enumerate(UPDATES):

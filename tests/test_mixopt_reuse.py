@@ -156,3 +156,33 @@ def test_a_pooled_fit_moves_the_frozen_split_toward_the_optimum():
     x, _ = optimize_mixture(model, obj, feasible_bounds(P.columns, ConstraintsConfig()), np.ones(3) / 3,
                             starts=P.weights[-2:], seed=0)
     assert x[0] > 0.99  # all on a; the frozen 1:1 split's best is a + b halves
+
+
+def test_a_pooled_fit_recovers_the_shift_a_revision_put_on_every_earlier_run():
+    """Known answer: loss = W . b; every run made before c's revision reads 0.3 higher (a batch effect: a
+    changed eval set or pipeline). With an offset for the earlier block the fit recovers 0.3 and the law
+    exactly; one law through both blocks bends to absorb the shift."""
+    from mixlab.mixopt.reuse import fit_pooled, pool_runs
+
+    b = np.array([1.0, 2.0, 3.0])
+    rng = np.random.default_rng(0)
+    W_old = rng.dirichlet(np.ones(3), size=20)
+    W_new = rng.dirichlet(np.ones(3), size=10)
+    P = pool_runs(["a", "b", "c"], W_old, (W_old @ b + 0.3)[:, None], ["a", "b", "c"], W_new,
+                  (W_new @ b)[:, None], changed=["c"])
+    assert P.block_ids.tolist() == [0] * 20 + [1] * 10
+    fitted = fit_pooled(P, "linear", ["loss"])   # offsets="auto": kept, they explain the shift
+    assert fitted.reference == 1 and fitted.offsets[0][0] == pytest.approx(0.3, abs=1e-6)
+    assert fitted.bic_gain > 0 and fitted.passes <= 4  # secant steps: the fixed point in a few refits
+    np.testing.assert_allclose(fitted.model.predict(P.weights[20:])[:, 0], W_new @ b, atol=1e-6)
+    plain = fit_pooled(P, "linear", ["loss"], offsets=False)
+    assert plain.offsets == {} and np.abs(plain.model.predict(P.weights[20:])[:, 0] - W_new @ b).max() > 0.05
+    # a revision that shifts nothing: "auto" drops the offset (the BIC charges log n for it)
+    noisy = pool_runs(["a", "b", "c"], W_old, (W_old @ b + rng.normal(0, 0.01, 20))[:, None], ["a", "b", "c"], W_new,
+                      (W_new @ b + rng.normal(0, 0.01, 10))[:, None], changed=["c"])
+    kept = fit_pooled(noisy, "linear", ["loss"])
+    assert kept.offsets == {} and kept.bic_gain < 0
+    assert abs(fit_pooled(noisy, "linear", ["loss"], offsets=True).offsets[0][0]) < 0.05
+    # no revision: one block, no offset
+    same = pool_runs(["a", "b", "c"], W_old, (W_old @ b)[:, None], ["a", "b", "c"], W_new, (W_new @ b)[:, None])
+    assert same.block_ids.tolist() == [0] * 30 and fit_pooled(same, "linear", ["loss"]).offsets == {}
