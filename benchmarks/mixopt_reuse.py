@@ -10,7 +10,8 @@ add 1. After each update:
          domains, fitted and optimized there, expanded to leaves; a removal needs no runs (the frozen
          split renormalized);
   pooled the same kind of reuse swarm around its own previous proposal, but fitted together with every
-         earlier run (mixlab.mixopt.reuse.pool_runs: a removed domain and a revised domain's old data
+         earlier run (mixlab.mixopt.reuse.pool_runs, then fit_pooled with its revision-block offsets as
+         --offsets says: a removed domain and a revised domain's old data
          are retired columns held at zero), over every current domain: the unchanged domains' split can
          move; a removal is re-optimized on the earlier runs alone (no new runs). Its objective is
          z-scored over the model's predictions on the current design (Pooled.objective), as a full

@@ -77,6 +77,20 @@ def test_a_benchmark_at_chance_is_left_out_of_the_forgetting_summaries(study):
     assert "31.2 (chance 50.0)" in [c.text for row in changes_table(cmp.changes).rows for c in row]
 
 
+def test_at_chance_means_close_to_guessing_not_merely_too_few_items_to_tell():
+    def change(acc: float, n: int, chance: float):
+        b = Result("base", 0, "t", "acc", acc, n, task_version="v1", base_model="m", chance=chance)
+        r = Result("ft", 1, "t", "acc", acc, n, task_version="v1", base_model="m", chance=chance)
+        return compare_to_base([b, r], "base").changes[0]
+
+    few = change(5 / 12, 12, 0.25)  # 17 points above guessing on 12 items: p = 0.16, yet clearly not at chance
+    assert few.base_chance_p == pytest.approx(0.158, abs=1e-3) and not few.base_at_chance
+    assert change(4 / 12, 12, 0.25).base_at_chance          # 8 points above, one standard error is 12.5
+    assert change(0.49, 300, 0.5).base_at_chance and change(0.195, 200, 0.25).base_at_chance  # WinoGrande, MMLU
+    assert not change(0.56, 300, 0.5).base_at_chance        # 6 points above, one standard error is 2.9
+    assert not change(0.3, 100, None).base_at_chance        # guessing rate unknown (not multiple choice)
+
+
 def test_a_target_at_chance_still_counts_and_unknown_chance_changes_nothing(study):
     results, meta = study
     meta = [RunMeta(m.run, m.method, target_tasks=("boolq", "gsm8k")) for m in meta]

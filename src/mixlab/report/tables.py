@@ -215,7 +215,7 @@ def _points_note(summaries: Sequence[RunSummary]) -> str:
     chance = sorted({t for s in summaries for t in s.chance_tasks})
     return ((f"counted in points (base 0): {', '.join(names)}; " if names else "")
             + (f"left out of the averages, worst, backward transfer and drops: {', '.join(chance)} (the base is "
-               "not above guessing there, binomial p >= 0.05: a change measures answer bias, not forgetting); "
+               "within one standard error of guessing there: a change measures answer bias, not forgetting); "
                if chance else ""))
 
 
@@ -319,8 +319,8 @@ def changes_table(changes: Sequence[Change]) -> Table:
                  "Δ", "Δ%", "95% CI", "p", "test", "c→w / w→c", ""], body,
                  ["Δ is direction-aware (positive = better); the CI is of the mean per-item change over the "
                   "items both evaluations scored"]
-                 + (["base (chance X): the base is not above uniform guessing on this benchmark (one-sided binomial "
-                     "p >= 0.05); its changes are answer bias, so run summaries and contrasts leave it out unless it "
+                 + (["base (chance X): the base scores within one standard error of uniform guessing on this "
+                     "benchmark; its changes are answer bias, so run summaries and contrasts leave it out unless it "
                      "is a target"] if any(c.base_at_chance for c in changes) else []))
 
 
