@@ -248,28 +248,30 @@ def fit_pooled(P: Pooled, regressor: str, metrics: Sequence[str], seed: int = 0,
     affine in the offsets for a regressor linear in its targets, so a secant step per offset (each
     offset's own slope, from its last two iterates) lands on the fixed point in two or three refits;
     for the nonlinear laws it is Steffensen's iteration."""
-    if offsets == "auto":
-        plain = fit_pooled(P, regressor, metrics, seed, sample_weight, offsets=False)
-        shifted = fit_pooled(P, regressor, metrics, seed, sample_weight, offsets=True)
-        if not shifted.offsets:
-            return plain
-        gain = _bic(P, plain, sample_weight) - _bic(P, shifted, sample_weight)
-        return replace(shifted if gain > 0 else plain, bic_gain=float(gain))
+    fitted, first = _fit_offsets(P, regressor, metrics, seed, sample_weight, offsets is not False)
+    if offsets != "auto" or not fitted.offsets:
+        return fitted
+    plain = PooledFit(first, {}, fitted.reference, 1)  # the iteration's first fit: every offset at 0
+    gain = _bic(P, plain, sample_weight) - _bic(P, fitted, sample_weight)
+    return replace(fitted if gain > 0 else plain, bic_gain=float(gain))
+
+
+def _fit_offsets(P: Pooled, regressor: str, metrics: Sequence[str], seed: int, sample_weight: np.ndarray | None,
+                 offsets: bool) -> tuple[PooledFit, MixtureModel]:
+    """:func:`fit_pooled` with offsets on or off, and the law fitted with every offset at 0 (its first
+    step, the plain fit ``offsets="auto"`` compares with)."""
     blocks = P.block_ids
     with_runs = np.unique(blocks)
     ref = int(with_runs.max()) if len(with_runs) else 0
     others = [int(b) for b in with_runs if b != ref] if offsets else []
     Y = np.asarray(P.metrics, dtype=np.float64)
     sd = np.maximum(Y.std(axis=0), 1e-12)
-    sw = np.ones_like(Y) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    sw = np.broadcast_to(sw.reshape(len(Y), -1), Y.shape)
+    sw = _weights(sample_weight, Y.shape)
 
     def step(o: np.ndarray) -> tuple[MixtureModel, np.ndarray]:
         """The law fitted with offsets ``o`` (blocks x metrics) and each block's mean residual under it."""
-        shift = np.zeros_like(Y)
-        for i, b in enumerate(others):
-            shift[blocks == b] = o[i]
-        model = MixtureModel.fit(regressor, P.columns, list(metrics), P.weights, Y - shift, seed=seed,
+        model = MixtureModel.fit(regressor, P.columns, list(metrics), P.weights,
+                                 Y - _block_shift(blocks, dict(zip(others, o)), Y.shape), seed=seed,
                                  sample_weight=sample_weight)
         resid = Y - model.predict(P.weights)
         return model, np.array([(sw[blocks == b] * resid[blocks == b]).sum(axis=0) / sw[blocks == b].sum(axis=0)
@@ -277,6 +279,7 @@ def fit_pooled(P: Pooled, regressor: str, metrics: Sequence[str], seed: int = 0,
 
     o1 = np.zeros((len(others), Y.shape[1]))
     model, u1 = step(o1)
+    first = model
     passes = 1
     o0 = g0 = None
     while others and passes < OFFSET_PASSES:
@@ -291,18 +294,29 @@ def fit_pooled(P: Pooled, regressor: str, metrics: Sequence[str], seed: int = 0,
         o0, g0, o1 = o1, g1, o2
         model, u1 = step(o1)
         passes += 1
-    return PooledFit(model, {b: o1[i] for i, b in enumerate(others)}, ref, passes)
+    return PooledFit(model, {b: o1[i] for i, b in enumerate(others)}, ref, passes), first
+
+
+def _block_shift(blocks: np.ndarray, offsets: Mapping[int, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """Each run's offset (its block's; 0 for the reference block), as an array of ``shape``."""
+    shift = np.zeros(shape)
+    for b, o in offsets.items():
+        shift[blocks == b] = o
+    return shift
+
+
+def _weights(sample_weight: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """Per-run (or per run and metric) weights broadcast to ``shape``; ones without weights."""
+    if sample_weight is None:
+        return np.ones(shape)
+    return np.broadcast_to(np.asarray(sample_weight, dtype=np.float64).reshape(shape[0], -1), shape)
 
 
 def _bic(P: Pooled, f: PooledFit, sample_weight: np.ndarray | None) -> float:
     """``sum_j n log(RSS_j / n) + (offsets) log n`` of a pooled fit (the law's parameters omitted)."""
     Y = np.asarray(P.metrics, dtype=np.float64)
-    shift = np.zeros_like(Y)
-    for b, o in f.offsets.items():
-        shift[P.block_ids == b] = o
-    sw = np.ones_like(Y) if sample_weight is None else np.broadcast_to(
-        np.asarray(sample_weight, dtype=np.float64).reshape(len(Y), -1), Y.shape)
-    rss = (sw * (Y - shift - f.model.predict(P.weights)) ** 2).sum(axis=0)
+    resid = Y - _block_shift(P.block_ids, f.offsets, Y.shape) - f.model.predict(P.weights)
+    rss = (_weights(sample_weight, Y.shape) * resid ** 2).sum(axis=0)
     n = len(Y)
     q = sum(len(o) for o in f.offsets.values())
     return float(np.sum(n * np.log(np.maximum(rss, 1e-300) / n)) + q * math.log(n))
