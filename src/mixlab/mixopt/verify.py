@@ -41,6 +41,7 @@ from mixlab import atomic
 from mixlab.errors import DataError, MixlabError
 from mixlab.mixopt import io
 from mixlab.mixopt import swarm as S
+from mixlab.mixopt.noise import NoiseModel
 from mixlab.mixopt.propose import Objective, project, uncertainty
 from mixlab.runs.launch import JobResult, LaunchConfig
 
@@ -103,20 +104,18 @@ def _arms(prop: dict[str, Any], info: dict[str, Any], swarm_dir: Path) -> dict[s
     return arms
 
 
-def seed_noise(fit: Any, obj: Objective) -> tuple[np.ndarray | None, Any]:
-    """The fit's run-to-run noise models: per metric (``fit.noise``, in ``fit.model.metrics`` order) and
-    for the objective (estimated from the objective values of the repeated mixtures); (None, None)
-    when no mixture of the swarm was repeated."""
-    from mixlab.mixopt.noise import NoiseModel
-
-    d = fit.data
-    per = NoiseModel.estimate(d.weights, d.metrics, list(fit.model.metrics))
-    if per is None:
+def seed_noise(fit: Any, obj: Objective) -> tuple[NoiseModel | None, NoiseModel | None]:
+    """The fit's run-to-run noise models: per metric (the fit's own, ``fit.noise``) and for the
+    objective (estimated from the objective values of the repeated mixtures); (None, None) when no
+    mixture of the swarm was repeated."""
+    if fit.noise is None:
         return None, None
-    return per, NoiseModel.estimate(d.weights, obj.value(d.metrics)[:, None], ["objective"])
+    d = fit.data
+    return fit.noise, NoiseModel.estimate(d.weights, obj.value(d.metrics)[:, None], ["objective"])
 
 
-def _predict(fit: Any, obj: Objective, x: np.ndarray, k: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _predict(fit: Any, obj: Objective, x: np.ndarray, k: int,
+             noise: tuple[NoiseModel | None, NoiseModel | None] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per metric and for the objective: the prediction at ``x`` with its 95% band for the mean of ``k``
     runs at fresh seeds.
 
@@ -129,16 +128,17 @@ def _predict(fit: Any, obj: Objective, x: np.ndarray, k: int) -> tuple[dict[str,
     alone; every arm came out 0.05-0.24 worse than predicted while the predicted *differences* between
     arms held (0.230 predicted vs 0.249 realized over the natural mixture), and the base seed was the
     luckiest of the three repeats of the natural mixture. Without repeats the noise is unknown and the
-    band is the out-of-fold one (``seed_std`` None)."""
+    band is the out-of-fold one (``seed_std`` None). ``noise``: :func:`seed_noise` of ``fit`` and ``obj``
+    when the caller has it (one estimate for every arm)."""
     d, model = fit.data, fit.model
     pred = model.predict(x[None, :])[0]
     S_ = model.predict_std(x[None, :])
-    noise, o_noise = seed_noise(fit, obj)
-    var = None if noise is None else noise.predict_var(x[None, :])[0]
+    per_noise, o_noise = seed_noise(fit, obj) if noise is None else noise
+    var = {} if per_noise is None else dict(zip(per_noise.metrics, per_noise.predict_var(x[None, :])[0].tolist()))
     keys = ("predicted", "std", "band95", "model_std", "oof_rmse_near", "expected_realized")
     per = {}
     for j, m in enumerate(model.metrics):
-        sv = None if var is None else float(var[j])
+        sv = var.get(m)
         u = uncertainty(x, float(pred[j]), None if S_ is None else float(S_[0, j]), d.weights, d.metrics[:, j],
                         fit.oof[:, j], realization_var=0.0 if sv is None else sv * (1 + 1 / k))
         per[m] = {**{key: u[key] for key in keys}, "seed_std": None if sv is None else math.sqrt(sv)}
@@ -164,9 +164,10 @@ def preregister(swarm_dir: str | Path, proposal_dir: str | Path, out: str | Path
     arms = _arms(prop, info, sd)
     dirs = {m: v["direction"] for m, v in prop["metrics"].items()}
     obj = Objective.build(fit.model.metrics, fit.data.metrics, prop["objective"]["weights"], dirs)
+    noise = seed_noise(fit, obj)
     for a in arms.values():
         x = np.array([a["weights"][dm] for dm in fit.model.domains])
-        a["predicted"], a["predicted_objective"] = _predict(fit, obj, x, len(seeds))
+        a["predicted"], a["predicted_objective"] = _predict(fit, obj, x, len(seeds), noise)
     inputs = {"swarm": str(sd), "swarm_sha256": _file_sha(sd / S.SWARM_FILE, sd / "base.yaml", sd / "priors.json"),
               "proposal": str(pd),
               "proposal_sha256": _file_sha(pd / "proposal.json"), "fit": str(fdir.resolve()),
