@@ -158,12 +158,15 @@ class NoiseModel:
         m = self.var.shape[1]
         return np.eye(m) if self.corr is None else np.asarray(self.corr) ** 2
 
+    def _tau2(self) -> tuple[float, float]:
+        """The prior slope variances: the estimated ones, or chosen by REML for a model built by hand."""
+        return self.tau2 if self.tau2 is not None else reml_tau2(*self._log_var_data(), self._corr2())
+
     def _reml_ridge(self, X: np.ndarray) -> np.ndarray:
         """``exp(c_j + (x - x0) . B_j)``: the posterior mean of the hierarchical log-variance model with
         the REML ``tau2`` (module docstring), clipped to ``RIDGE_MAX_RATIO`` of ``exp(c_j)``."""
         z, v, anchors = self._log_var_data()
-        tau2 = self.tau2 if self.tau2 is not None else reml_tau2(z, v, anchors, self._corr2())
-        _, c, B = _hier_gls(z, v, anchors - anchors.mean(axis=0), self._corr2(), *tau2)
+        _, c, B = _hier_gls(z, v, anchors - anchors.mean(axis=0), self._corr2(), *self._tau2())
         lim = math.log(RIDGE_MAX_RATIO)
         return np.exp(c + np.clip((X - anchors.mean(axis=0)) @ B, -lim, lim))
 
@@ -207,8 +210,7 @@ class NoiseModel:
         elif self.ridge is not None:
             extra = {"ridge": self.ridge, "max_ratio": RIDGE_MAX_RATIO}
         else:
-            z, v, anchors = self._log_var_data()
-            tau2 = self.tau2 if self.tau2 is not None else reml_tau2(z, v, anchors, self._corr2())
+            tau2 = self._tau2()
             extra = {"tau2_shared": tau2[0], "tau2_metric": tau2[1], "max_ratio": RIDGE_MAX_RATIO,
                      "corr": None if self.corr is None else np.asarray(self.corr).tolist()}
         return {"metrics": self.metrics, "anchors": self.anchors.tolist(), "var": self.var.tolist(),
