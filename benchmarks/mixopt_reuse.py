@@ -17,7 +17,12 @@ add 1. After each update:
          z-scored over the model's predictions on the current design (Pooled.objective), as a full
          swarm's would be, not over the pooled runs.
 All fit the surface's law family per task (loglinear on exp, mixing_law on power) (3 tasks, objective = mean z-scored loss, noise sd 0.01 against
-a signal sd of 0.1). Regret is normalized on the current surface: (J(x) - J*) / (J(natural) - J*),
+a signal sd of 0.1). Laws: exp L_k = exp(x . t_k); power L_k = sum_j b_kj (x_j + 0.02) ** -a_kj (both scaled and
+shifted). A revision redraws the revised slot's t, b, a. On the power law a run that gave the slot no weight keeps
+its loss (each term is taken relative to the slot's absence, b ((x + 0.02) ** -a - 0.02 ** -a), plus the first
+draw's all-absent loss): revising a source's data cannot change a model that never trained on it, as on the exp
+law, where an absent slot has no term. ``--revise-absent`` gives the earlier surface, on which a revision also
+shifted every run without the slot by the redrawn b 0.02 ** -a (a batch effect that pooling has to fit as an offset). Regret is normalized on the current surface: (J(x) - J*) / (J(natural) - J*),
 natural = token shares. Prints per update and in total: runs of each, runs saved, mean regret, and
 the regret of the best mixture that keeps reuse's frozen split (what a perfect fit of the small swarm
 would reach: the cost of freezing, apart from the fit's error).
@@ -41,6 +46,7 @@ from mixlab.mixopt.regressors import MixtureModel
 from mixlab.mixopt.reuse import Pooled, fit_pooled, plan_reuse, pool_runs
 
 SLOTS, TASKS, NOISE, SIGNAL_SD = 10, 3, 0.01, 0.1
+S0 = 0.02  # the power law's offset: (x + S0) ** -a
 RUNS_PER_DOMAIN = 6
 START = list(range(6))
 UPDATES = [("add", [6]), ("add", [7, 8]), ("change", [2]), ("remove", [4]), ("add", [9])]
@@ -49,12 +55,13 @@ UPDATES = [("add", [6]), ("add", [7, 8]), ("change", [2]), ("remove", [4]), ("ad
 class Surface:
     """Task losses over the slots present; ``change`` redraws one slot's parameters."""
 
-    def __init__(self, law: str, rng: np.random.Generator):
-        self.law, self.rng = law, rng
+    def __init__(self, law: str, rng: np.random.Generator, revise_absent: bool = False):
+        self.law, self.rng, self.revise_absent = law, rng, revise_absent
         self.avail = 10 ** rng.uniform(0, 2.5, size=SLOTS)
         self.t = rng.uniform(-3.0, 0.5, size=(TASKS, SLOTS))
         self.b = rng.lognormal(0, 1.0, size=(TASKS, SLOTS)) * (rng.random((TASKS, SLOTS)) < 0.7)
         self.a = rng.uniform(0.15, 0.6, size=(TASKS, SLOTS))
+        self.absent = (self.b * S0 ** -self.a).sum(axis=1)  # the power law's loss with every slot at 0
         X = rng.dirichlet(np.ones(SLOTS), size=4096)
         self.scale = SIGNAL_SD / self.raw(X).std(axis=0)
 
@@ -66,7 +73,12 @@ class Surface:
     def raw(self, X: np.ndarray) -> np.ndarray:
         if self.law == "exp":
             return np.exp(X @ self.t.T)
-        return np.einsum("nkd,kd->nk", (X[:, None, :] + 0.02) ** -self.a[None], self.b)
+        if self.revise_absent:  # the earlier surface: a revision also moves runs without the revised slot
+            return np.einsum("nkd,kd->nk", (X[:, None, :] + S0) ** -self.a[None], self.b)
+        # each slot's term relative to its absence, plus the all-absent loss of the first draw: the same
+        # surface until a revision, which then leaves every run without the revised slot unchanged
+        gain = (X[:, None, :] + S0) ** -self.a[None] - S0 ** -self.a[None]
+        return np.einsum("nkd,kd->nk", gain, self.b) + self.absent
 
     def loss(self, x: np.ndarray, slots: list[int]) -> np.ndarray:
         X = np.zeros((len(np.atleast_2d(x)), SLOTS))
@@ -140,9 +152,10 @@ def optimum(J, d: int, prior: np.ndarray, rng: np.random.Generator) -> float:
     return best
 
 
-def run(seed: int, law: str, reuse_per_domain: int = RUNS_PER_DOMAIN, offsets: bool | str = "auto") -> list[dict[str, float]]:
+def run(seed: int, law: str, reuse_per_domain: int = RUNS_PER_DOMAIN, offsets: bool | str = "auto",
+        revise_absent: bool = False) -> list[dict[str, float]]:
     rng = np.random.default_rng(seed)
-    surf = Surface(law, rng)
+    surf = Surface(law, rng, revise_absent)
     slots = list(START)
 
     def observe(X, slots):
@@ -217,14 +230,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-per-domain", default="6,10", help="reuse swarm runs per searched domain (comma list)")
     ap.add_argument("--offsets", default="auto", choices=("auto", "on", "off"),
                     help="pooled: an offset per revision block (auto: where it lowers the BIC; fit_pooled)")
+    ap.add_argument("--revise-absent", action="store_true",
+                    help="power law: a revision also redraws the term of runs that gave the slot no weight (the "
+                         "benchmark before it was made physical; see the module docstring)")
     args = ap.parse_args(argv)
     offsets = {"auto": "auto", "on": True, "off": False}[args.offsets]
     warnings.filterwarnings("ignore")
     t0 = time.perf_counter()
     for law, rpd in [(la, int(r)) for la in args.law.split(",") for r in args.reuse_per_domain.split(",")]:
-        res = [run(1000 * s + 5, law, rpd, offsets) for s in range(args.seeds)]
+        res = [run(1000 * s + 5, law, rpd, offsets, args.revise_absent) for s in range(args.seeds)]
         print(f"\n{law} law, {args.seeds} seeds, reuse swarms of {rpd} runs per searched domain (full: "
-              f"{RUNS_PER_DOMAIN} per domain; pooled block offsets {args.offsets}): runs and mean normalized regret "
+              f"{RUNS_PER_DOMAIN} per domain; pooled block offsets {args.offsets}"
+              f"{'; revisions move runs without the slot' if args.revise_absent and law == 'power' else ''}): runs and mean normalized regret "
               f"per update (0 = optimum, 1 = natural)")
         print(f"  {'update':18s} {'full runs':>9s} {'reuse runs':>10s} {'full regret':>12s} {'reuse regret':>13s} "
               f"{'best with the frozen split':>27s} {'pooled runs':>11s} {'pooled regret':>13s}")
