@@ -186,3 +186,72 @@ def test_a_pooled_fit_recovers_the_shift_a_revision_put_on_every_earlier_run():
     # no revision: one block, no offset
     same = pool_runs(["a", "b", "c"], W_old, (W_old @ b)[:, None], ["a", "b", "c"], W_new, (W_new @ b)[:, None])
     assert same.block_ids.tolist() == [0] * 30 and fit_pooled(same, "linear", ["loss"]).offsets == {}
+
+
+def _swarm_files(d, names, W, t, prefix="r"):
+    """ratios.csv / metrics.csv of runs at W with loss = exp(W . t) (known answer)."""
+    d.mkdir(parents=True, exist_ok=True)
+    runs = [f"{prefix}{i:02d}" for i in range(len(W))]
+    io.write_ratios(d / "ratios.csv", runs, runs, names, W)
+    io.write_metrics(d / "metrics.csv", runs, runs, ["loss"], np.exp(W @ np.array(t))[:, None])
+    return d
+
+
+def test_fit_pool_fits_earlier_runs_with_new_ones_and_proposes_only_current_domains(tmp_path):
+    """Known answer: before the update loss = exp(-3a + 0b + 1c); then c's data is revised (its
+    exponent becomes -4: now the best domain) and e is added (-1). The pooled fit keeps the earlier
+    runs' c as the retired column c@previous, recovers every exponent, and proposes all weight on the
+    new c; chaining a third swarm onto the pooled fit keeps the revision blocks."""
+    rng = np.random.default_rng(0)
+    W1 = rng.dirichlet(np.ones(3), size=12)
+    s1 = _swarm_files(tmp_path / "s1", ["a", "b", "c"], W1, [-3, 0, 1])
+    fit(s1 / "ratios.csv", s1 / "metrics.csv", "loglinear", tmp_path / "fit1", folds=3)
+    W2 = rng.dirichlet(np.ones(4), size=12)
+    s2 = _swarm_files(tmp_path / "s2", ["a", "b", "c", "e"], W2, [-3, 0, -4, -1])  # same run ids as s1
+    res = fit(s2 / "ratios.csv", s2 / "metrics.csv", "loglinear", tmp_path / "fit2", folds=3,
+              pool=tmp_path / "fit1", changed=["c"])
+    assert res.model.domains == ["a", "b", "c", "c@previous", "e"] and res.retired() == ["c@previous"]
+    np.testing.assert_allclose(res.model.models["loss"].exponents(), [-3, 0, -4, 1, -1], atol=1e-3)
+    assert len(res.data.runs) == 24 and "r00~2" in res.data.runs and res.pooled["runs_earlier"] == 12
+    assert res.current_rows().sum() == 12 and res.cv["pooled"]["retired"] == ["c@previous"]
+    prop = propose(tmp_path / "fit2", ProposeConfig(fit=str(tmp_path / "fit2")))
+    assert list(prop["weights"]) == ["a", "b", "c", "e"] and prop["weights"]["c"] > 0.99
+    assert prop["best_observed"]["run"] in {f"r{i:02d}~2" for i in range(12)}  # a run trainable now
+    assert prop["pooled"]["retired"] == ["c@previous"]
+    # chained: a third swarm with no revision joins the latest block
+    W3 = rng.dirichlet(np.ones(4), size=6)
+    s3 = _swarm_files(tmp_path / "s3", ["a", "b", "c", "e"], W3, [-3, 0, -4, -1], prefix="n")
+    res3 = fit(s3 / "ratios.csv", s3 / "metrics.csv", "loglinear", tmp_path / "fit3", folds=3, pool=tmp_path / "fit2")
+    blocks = json.loads((tmp_path / "fit3" / "fit.json").read_text())["pooled"]["blocks"]
+    assert blocks["r00"] == 0 and blocks["r00~2"] == 1 and blocks["n00"] == 1 and len(blocks) == 30
+    assert res3.current_rows().sum() == 18
+    # the same metrics are needed
+    io.write_metrics(s3 / "other.csv", [f"n{i:02d}" for i in range(6)], [f"n{i:02d}" for i in range(6)], ["acc"],
+                     np.ones((6, 1)))
+    with pytest.raises(DataError, match=r"no metric\(s\) \['acc'\]"):
+        fit(s3 / "ratios.csv", s3 / "other.csv", "loglinear", None, folds=3, pool=tmp_path / "fit2")
+    with pytest.raises(ConfigError, match="pool: cannot be combined"):
+        fit(s3 / "ratios.csv", s3 / "metrics.csv", "loglinear", None, folds=3, pool=tmp_path / "fit2",
+            reuse=tmp_path / "fit1")
+
+
+def test_cli_fit_pool_prints_the_pooling_and_propose_the_current_domains(tmp_path):
+    from typer.testing import CliRunner
+
+    from mixlab.cli import app
+
+    rng = np.random.default_rng(1)
+    s1 = _swarm_files(tmp_path / "s1", ["a", "b", "d"], rng.dirichlet(np.ones(3), size=10), [-3, 0, 1])
+    s2 = _swarm_files(tmp_path / "s2", ["a", "b", "e"], rng.dirichlet(np.ones(3), size=10), [-3, 0, -1], prefix="n")
+    run = CliRunner().invoke
+    r = run(app, ["fit", "--ratios", str(s1 / "ratios.csv"), "--metrics", str(s1 / "metrics.csv"), "--folds", "3",
+                  "--out", str(tmp_path / "fit1")])
+    assert r.exit_code == 0, r.output
+    r = run(app, ["fit", "--ratios", str(s2 / "ratios.csv"), "--metrics", str(s2 / "metrics.csv"), "--folds", "3",
+                  "--pool", str(tmp_path / "fit1"), "--out", str(tmp_path / "fit2")])
+    assert r.exit_code == 0, r.output
+    assert "pooled: 10 earlier run(s) + 10 new over 4 column(s); retired (held at 0): d" in " ".join(r.output.split())
+    r = run(app, ["propose", "--fit", str(tmp_path / "fit2"), "--out", str(tmp_path / "prop")])
+    assert r.exit_code == 0, r.output
+    w = json.loads((tmp_path / "prop" / "proposal.json").read_text())["weights"]
+    assert list(w) == ["a", "b", "e"] and w["a"] > 0.99

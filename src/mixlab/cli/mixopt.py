@@ -45,7 +45,10 @@ def fit_cmd(
                                                           "top-level groups of group/child leaves)."),
     reuse: Path | None = typer.Option(None, "--reuse", help="Previous proposal (or fit) whose unchanged domains the "
                                                            "swarm froze (default: the swarm's reuse.json, if any)."),
-    changed: list[str] = typer.Option(None, "--changed", help="With --reuse: a domain whose data changed (repeatable)."),
+    changed: list[str] = typer.Option(None, "--changed", help="With --reuse or --pool: a domain whose data changed "
+                                                              "(repeatable)."),
+    pool: Path | None = typer.Option(None, "--pool", help="An earlier fit whose runs are fitted together with this "
+                                                         "swarm's (pooled reuse; chain by pooling the last pooled fit)."),
     set_: list[str] = SetOption,
 ) -> None:
     """Fit one regressor per metric to a swarm and validate it out of fold.
@@ -65,7 +68,7 @@ def fit_cmd(
     updates: dict[str, Any] = {k: v for k, v in {"ratios": ratios, "metrics": metrics, "regressor": regressor,
                                                  "folds": folds, "seed": seed, "priors": priors,
                                                  "sum_tolerance": sum_tolerance, "level": level, "reuse": reuse,
-                                                 "changed": changed or None}.items() if v is not None}
+                                                 "changed": changed or None, "pool": pool}.items() if v is not None}
     cfg = validate(FitConfig, {**cfg.model_dump(mode="json"), **{k: str(v) if isinstance(v, Path) else v
                                                                   for k, v in updates.items()}}, "command line")
     with progress() as p:
@@ -97,6 +100,12 @@ def fit_cmd(
         console.print(f"noise floor from {noise['anchors']} repeated mixture(s) ({noise['repeats']} runs): rmse at or "
                       f"below the noise sd is as good as repeats allow; runs {'weighted' if noise['weighted'] else 'not weighted'}"
                       " by 1 / predicted noise variance", highlight=False)
+    if res.pooled:
+        pl = res.pooled
+        offs = ", ".join(f"block {b}: " + " ".join(f"{m} {v:+.3g}" for m, v in o.items()) for b, o in pl["offsets"].items())
+        console.print(f"pooled: {pl['runs_earlier']} earlier run(s) + {pl['runs_new']} new over {len(res.model.domains)} "
+                      f"column(s); retired (held at 0): {', '.join(pl['retired']) or 'none'}; revision offsets: "
+                      f"{offs or 'none (no revision, or they did not lower the BIC)'}", highlight=False, soft_wrap=True)
     console.print(f"wrote [bold]{out}[/] in {time.perf_counter() - t0:.1f}s")
 
 

@@ -62,7 +62,12 @@ class FitConfig(StrictModel):
                                                                 "groups (leaves named group/child, weights summed)")
     reuse: str | None = Field(None, description="a previous proposal (or fit) whose unchanged domains this swarm froze "
                                                 "as one virtual domain; default: the reuse.json beside the ratios")
-    changed: list[str] = Field(default_factory=list, description="with reuse: domains whose data changed")
+    changed: list[str] = Field(default_factory=list, description="with reuse or pool: domains whose data changed")
+    pool: str | None = Field(None, description="an earlier fit directory whose runs are fitted together with this "
+                                               "swarm's (pooled reuse, mixlab.mixopt.reuse.pool_runs): removed "
+                                               "domains and the old data of `changed` ones become retired columns "
+                                               "held at 0, with an offset per revision where it lowers the BIC. "
+                                               "Chain updates by pooling the previous pooled fit")
     noise_weighting: bool = Field(True, description="when mixtures were repeated (swarm `repeats:`), weight each run "
                                                     "by 1 / its noise variance predicted from the repeats")
     sum_tolerance: float = Field(io.SUM_TOLERANCE, gt=0, lt=0.5,
@@ -85,14 +90,42 @@ class FitResult:
     noise: NoiseModel | None = None
     hierarchy: Hierarchy | None = None   # the fitted domains are its groups; leaf weights by expanding
     reuse: dict[str, Any] | None = None
+    pooled: dict[str, Any] | None = None  # a pooled fit: current / retired columns, blocks by run, offsets
+
+    def retired(self) -> list[str]:
+        """Columns of a pooled fit no mixture may use now (removed domains, old data of revised ones)."""
+        return [] if not self.pooled else [d for d in self.model.domains if d not in self.pooled["current"]]
+
+    def current_rows(self) -> np.ndarray:
+        """Runs whose mixture can be trained now (no weight on a retired column): all but a pooled fit's older ones."""
+        idx = [self.data.domains.index(c) for c in self.retired()]
+        return self.data.weights[:, idx].sum(axis=1) <= 1e-12 if idx else np.ones(len(self.data.runs), dtype=bool)
+
+    def comparable_metrics(self) -> np.ndarray:
+        """The runs' metrics as the latest revision block would measure them: a pooled fit's earlier
+        blocks less their fitted offsets (the observed values otherwise)."""
+        Y = np.array(self.data.metrics, dtype=np.float64)
+        if not self.pooled or not self.pooled.get("offsets"):
+            return Y
+        for b, off in self.pooled["offsets"].items():
+            rows = [i for i, r in enumerate(self.data.runs) if self.pooled["blocks"][r] == int(b)]
+            Y[rows] -= np.array([off[m] for m in self.data.metric_names])
+        return Y
+
+    def leaf_table(self) -> tuple[list[str], np.ndarray]:
+        """The runs' mixtures over leaf domains (a group-level or reused fit expanded), for pooling."""
+        if self.hierarchy is not None:
+            return list(self.hierarchy.leaves), self.hierarchy.expand(self.data.weights)
+        return list(self.data.domains), np.array(self.data.weights)
 
     def prior_vector(self) -> np.ndarray:
         """The natural mixture: the priors when given, else the swarm's mean mixture (swarms centre on
         their priors, so the mean is the best stand-in; :meth:`prior_label` says which it is)."""
-        if self.priors:
-            p = np.array([self.priors[d] for d in self.model.domains], dtype=np.float64)
+        if self.priors:  # a pooled fit's retired columns have no prior: 0
+            p = np.array([self.priors.get(d, 0.0) if self.pooled else self.priors[d] for d in self.model.domains],
+                         dtype=np.float64)
             return p / p.sum()
-        return self.data.weights.mean(axis=0)
+        return self.data.weights[self.current_rows()].mean(axis=0)
 
     def prior_label(self) -> str:
         """Where :meth:`prior_vector` comes from, for reports."""
@@ -159,7 +192,8 @@ def canonical(data: io.SwarmData) -> io.SwarmData:
 def fit_swarm(data: io.SwarmData, regressor: str = "loglinear", *, folds: int = 5, seed: int = 0,
               options: Mapping[str, Any] | None = None, directions: Mapping[str, str] | None = None,
               priors: Mapping[str, float] | None = None, priors_source: str | None = None,
-              step: Step | None = None, noise_weighting: bool = True) -> FitResult:
+              step: Step | None = None, noise_weighting: bool = True,
+              pool: Mapping[str, Any] | None = None) -> FitResult:
     """Out-of-fold predictions (K-fold, seeded), the CV report, and the final model on all runs.
 
     Runs and domains are put in sorted order first, so the order of rows and columns in the
@@ -167,18 +201,42 @@ def fit_swarm(data: io.SwarmData, regressor: str = "loglinear", *, folds: int = 
     Runs sharing a mixture (seed repeats) share a fold, and their spread gives the noise model
     (:mod:`mixlab.mixopt.noise`): with ``noise_weighting`` every run is weighted by 1 / its
     predicted noise variance, and ``cv["noise"]`` reports the noise floor beside the error.
+
+    ``pool`` (``{"current": [domains], "blocks": {run: revision block}}``, from :func:`fit_config`
+    with ``pool:``) makes it a pooled fit (:func:`mixlab.mixopt.reuse.fit_pooled`): the law with an
+    offset per earlier revision block where it lowers the BIC; the out-of-fold figures are those of
+    the runs less their block's offset (the offsets held at the full fit's values).
     """
     data = canonical(data)
     dirs = resolve_directions(data.metric_names, directions, default="min")
     groups = repeat_groups(data.weights)
+    if pool is not None:  # a repeat is a repeat within one revision block
+        blocks = np.array([int(pool["blocks"][r]) for r in data.runs])
+        groups = np.unique(np.stack([groups, blocks], axis=1), axis=0, return_inverse=True)[1].reshape(-1)
     repeated = len(np.unique(groups)) < len(groups)
     noise = NoiseModel.estimate(data.weights, data.metrics, data.metric_names, groups) if repeated else None
     sw = noise.weights(data.weights) if noise is not None and noise_weighting else None
-    oof = out_of_fold(regressor, data.weights, data.metrics, folds, seed, dict(options or {}), step,
+    pooled, Y = None, data.metrics
+    if pool is None:
+        model = MixtureModel.fit(regressor, data.domains, data.metric_names, data.weights, data.metrics, seed,
+                                 dict(options or {}), step, sample_weight=sw)
+    else:
+        from mixlab.mixopt.reuse import Pooled, fit_pooled
+
+        P = Pooled(data.domains, list(pool["current"]), data.weights, data.metrics, 0, blocks)
+        pf = fit_pooled(P, regressor, data.metric_names, seed, sw, "auto", dict(options or {}))
+        model = pf.model
+        pooled = {**pool, "blocks": dict(zip(data.runs, blocks.tolist())), "reference_block": pf.reference,
+                  "offsets": {str(b): dict(zip(data.metric_names, o.tolist())) for b, o in pf.offsets.items()},
+                  "offset_bic_gain": pf.bic_gain, "offset_passes": pf.passes,
+                  "retired": [d for d in data.domains if d not in pool["current"]]}
+        Y = FitResult(None, model, data, data.metrics, {}, dirs, None, pooled=pooled).comparable_metrics()
+        if step is not None:
+            for m in data.metric_names:
+                step(m)
+    oof = out_of_fold(regressor, data.weights, Y, folds, seed, dict(options or {}), step,
                       sample_weight=sw, groups=groups if repeated else None)
-    model = MixtureModel.fit(regressor, data.domains, data.metric_names, data.weights, data.metrics, seed,
-                             dict(options or {}), step, sample_weight=sw)
-    cv = cv_report(data.metric_names, data.metrics, oof, dirs)
+    cv = cv_report(data.metric_names, Y, oof, dirs)
     cv["noise"] = noise_report(noise, data, dirs, sw is not None)
     if noise is not None:
         for m, f in noise.floor().items():
@@ -186,8 +244,10 @@ def fit_swarm(data: io.SwarmData, regressor: str = "loglinear", *, folds: int = 
     cv.update({"folds": folds, "seed": seed, "regressor": regressor, "n_runs": len(data.runs),
                "directions_inferred": {m: m not in (directions or {}) for m in data.metric_names},
                "ratios_renormalized": data.renormalized.as_json() if data.renormalized else None})
+    if pooled is not None:
+        cv["pooled"] = {k: pooled[k] for k in ("source", "current", "retired", "changed", "offsets", "offset_bic_gain")}
     return FitResult(None, model, data, oof, cv, dirs, dict(priors) if priors else None,
-                     priors_source if priors else None, noise)
+                     priors_source if priors else None, noise, pooled=pooled)
 
 
 def noise_report(noise: NoiseModel | None, data: io.SwarmData, dirs: Mapping[str, str], weighted: bool) -> dict[str, Any]:
@@ -218,12 +278,12 @@ def write_fit(res: FitResult, out: str | Path, meta: dict[str, Any]) -> Path:
                                              "directions": res.directions, "priors": res.priors,
                                              "priors_source": res.priors_source,
                                              "hierarchy": res.hierarchy.as_json() if res.hierarchy else None,
-                                             "reuse": res.reuse,
+                                             "reuse": res.reuse, "pooled": res.pooled,
                                              "regressor": res.model.regressor})
         io.write_ratios(tmp / "ratios.csv", d.runs, d.names, d.domains, d.weights)
         io.write_metrics(tmp / "metrics.csv", d.runs, d.names, d.metric_names, d.metrics)
         io.write_metrics(tmp / "oof.csv", d.runs, d.names, d.metric_names, res.oof)
-        plot_predicted_vs_actual(d.metric_names, d.metrics, res.oof, res.cv, tmp / "predicted_vs_actual.png")
+        plot_predicted_vs_actual(d.metric_names, res.comparable_metrics(), res.oof, res.cv, tmp / "predicted_vs_actual.png")
         write_fit_report(res, tmp)  # effects.json/.png and report.html (mixlab.mixopt.report)
     res.path = Path(out)
     return res.path
@@ -234,17 +294,19 @@ def fit(ratios: str | Path, metrics: str | Path, regressor: str = "loglinear", o
         options: Mapping[str, Any] | None = None, fit_metrics: Sequence[str] | None = None,
         directions: Mapping[str, str] | None = None, sum_tolerance: float = io.SUM_TOLERANCE,
         step: Step | None = None, level: str = "leaf", reuse: str | Path | None = None,
-        changed: Sequence[str] = (), noise_weighting: bool = True) -> FitResult:
+        changed: Sequence[str] = (), noise_weighting: bool = True, pool: str | Path | None = None) -> FitResult:
     """Fit ``regressor`` to a ``ratios.csv`` + ``metrics.csv`` pair; with ``out``, write the fit directory.
 
     ``level="group"`` fits the top-level groups of ``group/child`` leaves; ``reuse`` (a previous
-    proposal) fits a reuse swarm's virtual domain and its ``changed`` / added domains."""
+    proposal) fits a reuse swarm's virtual domain and its ``changed`` / added domains; ``pool`` (an
+    earlier fit directory) fits these runs together with the earlier fit's over every domain
+    (``changed``: domains whose data was revised since)."""
     pri = str(priors) if isinstance(priors, (str, Path)) else dict(priors) if priors else None
     cfg = FitConfig(ratios=str(ratios), metrics=str(metrics), priors=pri,
                     regressor=regressor, options=dict(options or {}), fit_metrics=list(fit_metrics) if fit_metrics else None,
                     directions=dict(directions or {}), folds=folds, seed=seed, sum_tolerance=sum_tolerance,
                     level=level, reuse=None if reuse is None else str(reuse), changed=list(changed),
-                    noise_weighting=noise_weighting)
+                    noise_weighting=noise_weighting, pool=None if pool is None else str(pool))
     return fit_config(cfg, out, step)
 
 
@@ -259,20 +321,67 @@ def fit_config(cfg: FitConfig, out: str | Path | None = None, step: Step | None 
             raise
         raise DataError(f"{e} (priors from {source}; set `priors:` to use others)") from None
     data = _select_metrics(data, cfg.fit_metrics, cfg.metrics)
-    hier, reuse = _hierarchy(cfg, data, priors)
+    hier, reuse, pool = None, None, None
+    if cfg.pool is not None:
+        data, pool = _pool(cfg, data)
+    else:
+        hier, reuse = _hierarchy(cfg, data, priors)
     if hier is not None:
         data = dataclasses.replace(data, domains=hier.names, weights=hier.aggregate(data.weights))
         if priors:
             priors = dict(zip(hier.names, hier.aggregate(np.array([priors[d] for d in hier.leaves]))[0].tolist()))
     res = fit_swarm(data, cfg.regressor, folds=cfg.folds, seed=cfg.seed, options=cfg.options,
                     directions=cfg.directions, priors=priors, priors_source=source, step=step,
-                    noise_weighting=cfg.noise_weighting)
+                    noise_weighting=cfg.noise_weighting, pool=pool)
     res.hierarchy, res.reuse = hier, reuse
     if out is not None:
         meta = {**base_meta(cfg, cfg.seed), "timings": {"fit_s": round(time.perf_counter() - t0, 3)},
                 "config": cfg.model_dump(mode="json")}
         write_fit(res, out, meta)
     return res
+
+
+def _pool(cfg: FitConfig, data: io.SwarmData) -> tuple[io.SwarmData, dict[str, Any]]:
+    """This swarm's runs after the earlier fit's (``cfg.pool``) as one table over every domain either
+    trained on (:func:`mixlab.mixopt.reuse.pool_runs`), and the pooling's record for :func:`fit_swarm`.
+
+    ``changed``: the config's, else those of the ``reuse.json`` beside the ratios (a swarm generated
+    with ``reuse:`` samples around the previous proposal; pooling fits its leaves, not the virtual
+    domain). Run ids of this swarm that the earlier fit already has get a ``~N`` suffix."""
+    from mixlab.mixopt import reuse as R
+
+    if cfg.level == "group" or cfg.reuse is not None:
+        raise ConfigError("pool: cannot be combined with level: group or reuse: (pooling fits every leaf domain "
+                          "with the earlier runs; reuse fits a frozen split); give one of them")
+    prev = load_fit(cfg.pool)
+    missing = [m for m in data.metric_names if m not in prev.data.metric_names]
+    if missing:
+        raise DataError(f"the earlier fit has no metric(s) {missing} (it has {prev.data.metric_names}); pooled runs "
+                        "must measure the same metrics (select them with fit_metrics)", cfg.pool)
+    changed = list(cfg.changed)
+    beside = Path(cfg.ratios).parent / R.REUSE_FILE
+    if not changed and beside.is_file():
+        changed = list(json.loads(beside.read_text(encoding="utf-8")).get("changed", []))
+    unknown = [c for c in changed if c not in data.domains]
+    if unknown:
+        raise ConfigError(f"changed: {unknown} are not domains of this swarm ({data.domains})")
+    cols, W_old = prev.leaf_table()
+    Y_old = prev.data.metrics[:, [prev.data.metric_names.index(m) for m in data.metric_names]]
+    blocks_old = (np.array([prev.pooled["blocks"][r] for r in prev.data.runs]) if prev.pooled else None)
+    P = R.pool_runs(cols, W_old, Y_old, data.domains, data.weights, data.metrics, changed, blocks_old)
+    taken, runs = set(prev.data.runs), list(prev.data.runs)
+    for r in data.runs:
+        name, k = r, 1
+        while name in taken:
+            k += 1
+            name = f"{r}~{k}"
+        taken.add(name)
+        runs.append(name)
+    pooled = io.SwarmData(runs, list(prev.data.names) + list(data.names), P.columns, P.weights,
+                          list(data.metric_names), P.metrics, data.renormalized)
+    return pooled, {"source": str(Path(cfg.pool).resolve()), "current": list(data.domains), "changed": changed,
+                    "blocks": dict(zip(runs, P.block_ids.tolist())), "runs_earlier": len(prev.data.runs),
+                    "runs_new": len(data.runs)}
 
 
 def _hierarchy(cfg: FitConfig, data: io.SwarmData,
@@ -318,7 +427,7 @@ def load_fit(path: str | Path) -> FitResult:
              if (path / "noise.json").is_file() else None)
     hier = Hierarchy.from_json(info["hierarchy"]) if info.get("hierarchy") else None
     return FitResult(path, model, data, oof, json.loads((path / "cv.json").read_text()), info["directions"],
-                     info.get("priors"), info.get("priors_source"), noise, hier, info.get("reuse"))
+                     info.get("priors"), info.get("priors_source"), noise, hier, info.get("reuse"), info.get("pooled"))
 
 
 def _as_fit(fit_or_dir: FitResult | str | Path) -> FitResult:
@@ -363,8 +472,26 @@ def propose(fit_or_dir: FitResult | str | Path, cfg: ProposeConfig, out: str | P
     explicit = {m: o.direction for m, o in cfg.objective.items() if o.direction}
     directions = {**res.directions, **explicit}
     d = res.data
-    proposal = propose_from_model(res.model, d.weights, d.metrics, res.oof, d.runs, res.prior_vector(), cfg,
-                                  directions, prior_source=res.prior_label())
+    X, Y, oof, runs, reference = d.weights, d.metrics, res.oof, d.runs, None
+    if res.pooled:  # every run scales the objective; only runs trainable now are "observed"; retired columns at 0
+        reference = res.comparable_metrics()
+        now = res.current_rows()
+        X, Y, oof, runs = X[now], reference[now], oof[now], [r for r, k in zip(runs, now) if k]
+        if not len(runs):
+            raise DataError("a pooled fit without a run over the current domains; add this update's swarm", res.path)
+        cap = cfg.constraints.max_weight
+        cap = dict(cap) if isinstance(cap, dict) else {dm: float(cap) for dm in res.pooled["current"]}
+        cfg = cfg.model_copy(update={"constraints": cfg.constraints.model_copy(
+            update={"max_weight": {**cap, **{c: 0.0 for c in res.retired()}}})})
+    proposal = propose_from_model(res.model, X, Y, oof, runs, res.prior_vector(), cfg,
+                                  directions, prior_source=res.prior_label(), reference=reference)
+    if res.pooled:  # the mixture to train: the current domains (retired ones are at 0)
+        for key in ("weights",):
+            proposal[key] = {dm: proposal[key][dm] for dm in res.pooled["current"]}
+        proposal["best_observed"]["weights"] = {dm: proposal["best_observed"]["weights"][dm]
+                                                for dm in res.pooled["current"]}
+        proposal["pooled"] = {k: res.pooled[k] for k in ("source", "current", "retired", "changed", "offsets",
+                                                         "runs_earlier", "runs_new")}
     if res.hierarchy is not None:  # fitted on groups (or a reused virtual domain): the mixture to train is over leaves
         x = np.array([proposal["weights"][g] for g in res.hierarchy.names])
         proposal["leaf_weights"] = dict(zip(res.hierarchy.leaves, res.hierarchy.expand(x)[0].tolist()))

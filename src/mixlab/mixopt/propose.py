@@ -625,15 +625,16 @@ def objective_weights(metrics: Sequence[str], objective: Mapping[str, MetricObje
 
 def propose_from_model(model: MixtureModel, X: np.ndarray, Y: np.ndarray, oof: np.ndarray, runs: Sequence[str],
                        prior: np.ndarray, cfg: ProposeConfig, directions: Mapping[str, str],
-                       prior_source: str = "priors") -> dict[str, Any]:
+                       prior_source: str = "priors", reference: np.ndarray | None = None) -> dict[str, Any]:
     """Everything ``proposal.json`` holds: weights by domain, the objective in metric units,
     predictions against the best observed run and the prior, band, optimism, bounds, and the
-    proposal's distance from the swarm's support."""
+    proposal's distance from the swarm's support. ``reference``: the metric values the objective is
+    z-scored over (default ``Y``; a pooled fit passes every pooled run, ``Y`` only those trainable now)."""
     weights = objective_weights(model.metrics, cfg.objective)
     unknown = [m for m in weights if m not in model.metrics]
     if unknown:
         raise ConfigError(f"objective: unknown metric(s) {unknown}; the fit has {model.metrics}")
-    obj = Objective.build(model.metrics, Y, weights, directions)
+    obj = Objective.build(model.metrics, Y if reference is None else reference, weights, directions)
     bounds = feasible_bounds(model.domains, cfg.constraints)
     y_obj, oof_obj = obj.value(Y), obj.value(oof)
     best_obs = int(np.argmin(y_obj))

@@ -31,9 +31,10 @@ def write_fit_figures(res: Any, d: Path) -> list[Section]:
 
     data = res.data
     prior = res.prior_vector()
-    eff = domain_effects(data.weights, data.metrics, data.domains, data.metric_names, prior)
-    obj = Objective.build(data.metric_names, data.metrics, {m: 1.0 for m in data.metric_names}, res.directions)
-    inter = interactions(data.weights, obj.value(data.metrics), data.domains)
+    Y = res.comparable_metrics()  # a pooled fit's earlier blocks less their offsets
+    eff = domain_effects(data.weights, Y, data.domains, data.metric_names, prior)
+    obj = Objective.build(data.metric_names, Y, {m: 1.0 for m in data.metric_names}, res.directions)
+    inter = interactions(data.weights, obj.value(Y), data.domains)
     atomic.write_json(d / "effects.json", {"effects": eff, "interactions_on_objective": inter,
                                            "prior": res.prior_label()})
     plot_effects(eff, res.directions, inter, d / "effects.png")

@@ -221,7 +221,8 @@ class PooledFit:
 
 
 def fit_pooled(P: Pooled, regressor: str, metrics: Sequence[str], seed: int = 0,
-               sample_weight: np.ndarray | None = None, offsets: bool | Literal["auto"] = "auto") -> PooledFit:
+               sample_weight: np.ndarray | None = None, offsets: bool | Literal["auto"] = "auto",
+               options: Mapping[str, Any] | None = None) -> PooledFit:
     """Fit ``regressor`` to every run of ``P`` with an additive offset per metric for each revision
     block other than the latest one that has runs (the reference): the offsets are the fixed point of
     "fit the law to the runs less their block's offset, then set each offset to its block's (weighted)
@@ -248,7 +249,7 @@ def fit_pooled(P: Pooled, regressor: str, metrics: Sequence[str], seed: int = 0,
     affine in the offsets for a regressor linear in its targets, so a secant step per offset (each
     offset's own slope, from its last two iterates) lands on the fixed point in two or three refits;
     for the nonlinear laws it is Steffensen's iteration."""
-    fitted, first = _fit_offsets(P, regressor, metrics, seed, sample_weight, offsets is not False)
+    fitted, first = _fit_offsets(P, regressor, metrics, seed, sample_weight, offsets is not False, options)
     if offsets != "auto" or not fitted.offsets:
         return fitted
     plain = PooledFit(first, {}, fitted.reference, 1)  # the iteration's first fit: every offset at 0
@@ -257,7 +258,7 @@ def fit_pooled(P: Pooled, regressor: str, metrics: Sequence[str], seed: int = 0,
 
 
 def _fit_offsets(P: Pooled, regressor: str, metrics: Sequence[str], seed: int, sample_weight: np.ndarray | None,
-                 offsets: bool) -> tuple[PooledFit, MixtureModel]:
+                 offsets: bool, options: Mapping[str, Any] | None = None) -> tuple[PooledFit, MixtureModel]:
     """:func:`fit_pooled` with offsets on or off, and the law fitted with every offset at 0 (its first
     step, the plain fit ``offsets="auto"`` compares with)."""
     blocks = P.block_ids
@@ -272,7 +273,7 @@ def _fit_offsets(P: Pooled, regressor: str, metrics: Sequence[str], seed: int, s
         """The law fitted with offsets ``o`` (blocks x metrics) and each block's mean residual under it."""
         model = MixtureModel.fit(regressor, P.columns, list(metrics), P.weights,
                                  Y - _block_shift(blocks, dict(zip(others, o)), Y.shape), seed=seed,
-                                 sample_weight=sample_weight)
+                                 options=dict(options or {}), sample_weight=sample_weight)
         resid = Y - model.predict(P.weights)
         return model, np.array([(sw[blocks == b] * resid[blocks == b]).sum(axis=0) / sw[blocks == b].sum(axis=0)
                                 for b in others]).reshape(len(others), Y.shape[1])

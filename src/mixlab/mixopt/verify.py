@@ -130,7 +130,7 @@ def _predict(fit: Any, obj: Objective, x: np.ndarray, k: int,
     luckiest of the three repeats of the natural mixture. Without repeats the noise is unknown and the
     band is the out-of-fold one (``seed_std`` None). ``noise``: :func:`seed_noise` of ``fit`` and ``obj``
     when the caller has it (one estimate for every arm)."""
-    d, model = fit.data, fit.model
+    d, model, Y = fit.data, fit.model, fit.comparable_metrics()
     pred = model.predict(x[None, :])[0]
     S_ = model.predict_std(x[None, :])
     per_noise, o_noise = seed_noise(fit, obj) if noise is None else noise
@@ -139,13 +139,13 @@ def _predict(fit: Any, obj: Objective, x: np.ndarray, k: int,
     per = {}
     for j, m in enumerate(model.metrics):
         sv = var.get(m)
-        u = uncertainty(x, float(pred[j]), None if S_ is None else float(S_[0, j]), d.weights, d.metrics[:, j],
+        u = uncertainty(x, float(pred[j]), None if S_ is None else float(S_[0, j]), d.weights, Y[:, j],
                         fit.oof[:, j], realization_var=0.0 if sv is None else sv * (1 + 1 / k))
         per[m] = {**{key: u[key] for key in keys}, "seed_std": None if sv is None else math.sqrt(sv)}
     o_std = obj.std(S_)
     ov = None if o_noise is None else float(o_noise.predict_var(x[None, :])[0, 0])
     u = uncertainty(x, float(obj.value(pred[None, :])[0]), None if o_std is None else float(o_std[0]), d.weights,
-                    obj.value(d.metrics), obj.value(fit.oof), realization_var=0.0 if ov is None else ov * (1 + 1 / k))
+                    obj.value(Y), obj.value(fit.oof), realization_var=0.0 if ov is None else ov * (1 + 1 / k))
     return per, {**{key: u[key] for key in (*keys, "expected_optimism")},
                  "seed_std": None if ov is None else math.sqrt(ov)}
 
@@ -163,10 +163,10 @@ def preregister(swarm_dir: str | Path, proposal_dir: str | Path, out: str | Path
         raise MixlabError(f"seeds {seeds} repeat a seed; give distinct seeds")
     arms = _arms(prop, info, sd)
     dirs = {m: v["direction"] for m, v in prop["metrics"].items()}
-    obj = Objective.build(fit.model.metrics, fit.data.metrics, prop["objective"]["weights"], dirs)
+    obj = Objective.build(fit.model.metrics, fit.comparable_metrics(), prop["objective"]["weights"], dirs)
     noise = seed_noise(fit, obj)
-    for a in arms.values():
-        x = np.array([a["weights"][dm] for dm in fit.model.domains])
+    for a in arms.values():  # a pooled fit's retired columns are at 0
+        x = np.array([a["weights"].get(dm, 0.0) for dm in fit.model.domains])
         a["predicted"], a["predicted_objective"] = _predict(fit, obj, x, len(seeds), noise)
     inputs = {"swarm": str(sd), "swarm_sha256": _file_sha(sd / S.SWARM_FILE, sd / "base.yaml", sd / "priors.json"),
               "proposal": str(pd),
