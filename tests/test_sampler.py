@@ -119,3 +119,12 @@ def test_sampler_bad_input_errors():
         MixtureSampler([_source("a", 1000, 0)], {"a": 1, "zzz": 1}, 100, 5)
     with pytest.raises(DataError, match="fewer than one training sequence"):
         MixtureSampler([_source("a", 1000, 0), _source("tiny", 50, 5000)], {"a": 1, "tiny": 1}, 100, 5)
+
+
+def test_a_source_at_weight_zero_draws_no_rows():
+    """A proposal can put a domain at 0 (the swarm still evaluates it): the sampler skips it instead of failing."""
+    srcs = [_source("a", 20_000, 0), _source("b", 20_000, 100_000), _source("c", 20_000, 200_000)]
+    s = MixtureSampler(srcs, {"a": 0.7, "b": 0.0, "c": 0.3}, 100, 100, max_epochs=4.0, seed=0)
+    rows = s.sequences(0, len(s)).numpy()
+    assert np.bincount(rows[:, 0] // 100_000, minlength=3).tolist() == [70, 0, 30]
+    assert s.realized_tokens() == {"a": 7_000, "b": 0, "c": 3_000}

@@ -83,9 +83,9 @@ def fit_cmd(
     # keeps them whole where the terminal allows (no side borders, numbers' headers wrap), and a name
     # too long for it folds onto a second line instead of being cut into the same "toyworld_code_bp…".
     t = Table(title=f"{cfg.folds}-fold out-of-fold", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    _name_column(t, "metric", res.cv["per_metric"], reserve=46)
     noise = res.cv.get("noise") or {}
     has_noise = bool(noise.get("anchors"))
+    _name_column(t, "metric", res.cv["per_metric"], reserve=55 if has_noise else 46)  # the noise column: 9 more
     for name in ("spearman", "pearson", "rmse", "top-decile\nspearman", *(("noise\nsd",) if has_noise else ())):
         t.add_column(name, justify="right", no_wrap=True)
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731

@@ -181,6 +181,9 @@ class MixtureSampler:
 
 
 def _epoch_orders(available: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    """Sequence indices for ``count`` draws: a fresh permutation of ``available`` per epoch."""
+    """Sequence indices for ``count`` draws: a fresh permutation of ``available`` per epoch (none for a
+    source at weight 0, which a proposal can give a domain that is still evaluated)."""
+    if count <= 0:
+        return np.zeros(0, dtype=np.int64)
     epochs = -(-count // available)
     return np.concatenate([rng.permutation(available) for _ in range(epochs)])[:count]
