@@ -220,3 +220,25 @@ def test_a_proposal_made_from_a_relative_fit_path_is_verifiable_from_another_fol
     monkeypatch.chdir(tmp_path)
     prop, fit_res, fdir = V._load_proposal(tmp_path / "p", None)
     assert fdir == tmp / "fit" and fit_res.model.domains == ["arithmetic", "people", "prose"]
+
+
+def test_the_arms_of_a_reuse_proposal_are_leaf_mixtures_and_map_back_onto_the_fit():
+    """A frozen-reuse proposal has weights over (existing, e) and leaf_weights over (a, b, e): verify
+    trains the leaves (its best observed run expanded with the frozen split) and predicts at the groups."""
+    from types import SimpleNamespace
+
+    from mixlab.mixopt.reuse import plan_reuse
+
+    h = plan_reuse({"a": 0.5, "b": 0.3, "c": 0.2}, "p", ["a", "b", "e"]).hierarchy()  # a:b frozen at 5:3
+    prop = {"weights": {"existing": 0.8, "e": 0.2}, "leaf_weights": {"a": 0.5, "b": 0.3, "e": 0.2},
+            "hierarchy": h.as_json(), "best_observed": {"run": "u01", "weights": {"existing": 0.6, "e": 0.4}}}
+    info = {"domains": ["a", "b", "e"], "min_weight": dict.fromkeys("abe", 0.0),
+            "max_weight": dict.fromkeys("abe", 1.0), "priors": {"a": 0.4, "b": 0.4, "e": 0.2}}
+    arms = V._arms(prop, info, Path("swarm"))
+    assert arms["proposal"]["weights"] == {"a": 0.5, "b": 0.3, "e": 0.2}
+    assert arms["best_observed"]["weights"] == pytest.approx({"a": 0.375, "b": 0.225, "e": 0.4})
+    fit_ = SimpleNamespace(hierarchy=h, model=SimpleNamespace(domains=["e", "existing"]))
+    np.testing.assert_allclose(V.fit_point(fit_, arms["best_observed"]["weights"]), [0.4, 0.6])
+    # a pooled fit: retired columns at 0
+    pooled = SimpleNamespace(hierarchy=None, model=SimpleNamespace(domains=["a", "b", "c@previous", "e"]))
+    np.testing.assert_allclose(V.fit_point(pooled, {"a": 0.5, "b": 0.3, "e": 0.2}), [0.5, 0.3, 0.0, 0.2])

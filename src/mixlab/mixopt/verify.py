@@ -31,7 +31,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from mixlab import atomic
 from mixlab.errors import DataError, MixlabError
 from mixlab.mixopt import io
 from mixlab.mixopt import swarm as S
+from mixlab.mixopt.hierarchy import Hierarchy
 from mixlab.mixopt.noise import NoiseModel
 from mixlab.mixopt.propose import Objective, project, uncertainty
 from mixlab.runs.launch import JobResult, LaunchConfig
@@ -81,19 +82,24 @@ def _load_proposal(proposal_dir: Path, fit_dir: str | Path | None) -> tuple[dict
 
 
 def _arms(prop: dict[str, Any], info: dict[str, Any], swarm_dir: Path) -> dict[str, dict[str, Any]]:
-    """The three mixtures (swarm domain order); each must be trainable as given (under the repetition cap)."""
+    """The three mixtures over the swarm's leaf domains (its order); each must be trainable as given
+    (under the repetition cap). A proposal fitted on groups or a reused virtual domain gives its
+    ``leaf_weights``, and its best observed run is expanded to leaves the same way."""
     domains = info["domains"]
-    missing = [d for d in domains if d not in prop["weights"]] + [d for d in prop["weights"] if d not in domains]
+    weights, best = prop.get("leaf_weights") or prop["weights"], prop["best_observed"]["weights"]
+    if prop.get("leaf_weights") and prop.get("hierarchy"):
+        h = Hierarchy.from_json(prop["hierarchy"])
+        best = dict(zip(h.leaves, h.expand(np.array([[best[g] for g in h.names]]))[0].tolist()))
+    missing = [d for d in domains if d not in weights] + [d for d in weights if d not in domains]
     if missing:
-        raise MixlabError(f"the proposal's domains {sorted(prop['weights'])} differ from the swarm's {domains} "
+        raise MixlabError(f"the proposal's domains {sorted(weights)} differ from the swarm's {domains} "
                           f"({swarm_dir}); verify a proposal made from this swarm's fit")
     lo = np.array([info["min_weight"][d] for d in domains])
     hi = np.array([info["max_weight"][d] for d in domains])
     natural = project(np.array([info["priors"][d] for d in domains]), lo, hi)[0]
-    arms = {"proposal": {"weights": prop["weights"], "source": "proposal.json"},
+    arms = {"proposal": {"weights": dict(weights), "source": "proposal.json"},
             "natural": {"weights": dict(zip(domains, natural.tolist())), "source": "the swarm's priors (as v000)"},
-            "best_observed": {"weights": prop["best_observed"]["weights"],
-                              "source": f"best observed run {prop['best_observed']['run']}"}}
+            "best_observed": {"weights": best, "source": f"best observed run {prop['best_observed']['run']}"}}
     for name, a in arms.items():
         over = [f"{d} = {a['weights'][d]:.4f} > {info['max_weight'][d]:.4f}" for d in domains
                 if a["weights"][d] > info["max_weight"][d] + 1e-6]
@@ -102,6 +108,16 @@ def _arms(prop: dict[str, Any], info: dict[str, Any], swarm_dir: Path) -> dict[s
                               "would renormalize it and test another mixture. Propose again with --max-weight "
                               "DOMAIN=CAP (the caps are max_weight in the swarm's priors.json)")
     return arms
+
+
+def fit_point(fit: Any, leaf_weights: Mapping[str, float]) -> np.ndarray:
+    """A mixture over leaf domains as the fit's input: summed into its groups (a group-level or reused
+    fit), with a pooled fit's retired columns at 0."""
+    w = dict(leaf_weights)
+    h = fit.hierarchy
+    if h is not None:
+        w = dict(zip(h.names, h.aggregate(np.array([[w.get(leaf, 0.0) for leaf in h.leaves]]))[0].tolist()))
+    return np.array([w.get(dm, 0.0) for dm in fit.model.domains])
 
 
 def seed_noise(fit: Any, obj: Objective) -> tuple[NoiseModel | None, NoiseModel | None]:
@@ -165,8 +181,8 @@ def preregister(swarm_dir: str | Path, proposal_dir: str | Path, out: str | Path
     dirs = {m: v["direction"] for m, v in prop["metrics"].items()}
     obj = Objective.build(fit.model.metrics, fit.comparable_metrics(), prop["objective"]["weights"], dirs)
     noise = seed_noise(fit, obj)
-    for a in arms.values():  # a pooled fit's retired columns are at 0
-        x = np.array([a["weights"].get(dm, 0.0) for dm in fit.model.domains])
+    for a in arms.values():
+        x = fit_point(fit, a["weights"])
         a["predicted"], a["predicted_objective"] = _predict(fit, obj, x, len(seeds), noise)
     inputs = {"swarm": str(sd), "swarm_sha256": _file_sha(sd / S.SWARM_FILE, sd / "base.yaml", sd / "priors.json"),
               "proposal": str(pd),
