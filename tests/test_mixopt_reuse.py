@@ -255,3 +255,29 @@ def test_cli_fit_pool_prints_the_pooling_and_propose_the_current_domains(tmp_pat
     assert r.exit_code == 0, r.output
     w = json.loads((tmp_path / "prop" / "proposal.json").read_text())["weights"]
     assert list(w) == ["a", "b", "e"] and w["a"] > 0.99
+
+
+def test_fit_pool_removes_a_revision_shift_from_the_earlier_runs(tmp_path):
+    """Known answer: loss = W . b; after c's revision every earlier run reads 0.3 higher than the new
+    pipeline would (a batch effect). The pooled fit keeps the offset (BIC), and the earlier runs'
+    comparable values are their observed ones less 0.3: what the fit report, propose and verify use."""
+    rng = np.random.default_rng(2)
+    b_old, b_new = np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 0.5])
+    W1, W2 = rng.dirichlet(np.ones(3), size=20), rng.dirichlet(np.ones(3), size=10)
+    for name, W, y in (("s1", W1, W1 @ b_old + 0.3), ("s2", W2, W2 @ b_new)):
+        d = tmp_path / name
+        d.mkdir()
+        runs = [f"{name}r{i:02d}" for i in range(len(W))]
+        io.write_ratios(d / "ratios.csv", runs, runs, ["a", "b", "c"], W)
+        io.write_metrics(d / "metrics.csv", runs, runs, ["loss"], y[:, None])
+    fit(tmp_path / "s1" / "ratios.csv", tmp_path / "s1" / "metrics.csv", "linear", tmp_path / "fit1", folds=3)
+    res = fit(tmp_path / "s2" / "ratios.csv", tmp_path / "s2" / "metrics.csv", "linear", tmp_path / "fit2", folds=3,
+              pool=tmp_path / "fit1", changed=["c"])
+    assert res.pooled["offsets"]["0"]["loss"] == pytest.approx(0.3, abs=1e-6) and res.pooled["offset_bic_gain"] > 0
+    old = ~res.current_rows()
+    assert old.sum() == 20
+    np.testing.assert_allclose(res.comparable_metrics()[old, 0], res.data.metrics[old, 0] - 0.3, atol=1e-6)
+    np.testing.assert_allclose(res.oof[~old, 0], res.data.metrics[~old, 0], atol=1e-6)  # the law is exact
+    prop = propose(tmp_path / "fit2", ProposeConfig(fit=str(tmp_path / "fit2")))
+    assert prop["weights"]["c"] > 0.99  # the revised c (coefficient 0.5) now gives the lowest loss
+    assert prop["metrics"]["loss"]["swarm_mean"] == pytest.approx(res.comparable_metrics()[:, 0].mean())

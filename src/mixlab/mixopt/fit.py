@@ -104,13 +104,14 @@ class FitResult:
     def comparable_metrics(self) -> np.ndarray:
         """The runs' metrics as the latest revision block would measure them: a pooled fit's earlier
         blocks less their fitted offsets (the observed values otherwise)."""
+        from mixlab.mixopt.reuse import block_shift
+
         Y = np.array(self.data.metrics, dtype=np.float64)
         if not self.pooled or not self.pooled.get("offsets"):
             return Y
-        for b, off in self.pooled["offsets"].items():
-            rows = [i for i, r in enumerate(self.data.runs) if self.pooled["blocks"][r] == int(b)]
-            Y[rows] -= np.array([off[m] for m in self.data.metric_names])
-        return Y
+        blocks = np.array([int(self.pooled["blocks"][r]) for r in self.data.runs])
+        offsets = {int(b): np.array([o[m] for m in self.data.metric_names]) for b, o in self.pooled["offsets"].items()}
+        return Y - block_shift(blocks, offsets, Y.shape)
 
     def leaf_table(self) -> tuple[list[str], np.ndarray]:
         """The runs' mixtures over leaf domains (a group-level or reused fit expanded), for pooling."""
@@ -221,7 +222,7 @@ def fit_swarm(data: io.SwarmData, regressor: str = "loglinear", *, folds: int = 
         model = MixtureModel.fit(regressor, data.domains, data.metric_names, data.weights, data.metrics, seed,
                                  dict(options or {}), step, sample_weight=sw)
     else:
-        from mixlab.mixopt.reuse import Pooled, fit_pooled
+        from mixlab.mixopt.reuse import Pooled, block_shift, fit_pooled
 
         P = Pooled(data.domains, list(pool["current"]), data.weights, data.metrics, 0, blocks)
         pf = fit_pooled(P, regressor, data.metric_names, seed, sw, "auto", dict(options or {}))
@@ -230,7 +231,7 @@ def fit_swarm(data: io.SwarmData, regressor: str = "loglinear", *, folds: int = 
                   "offsets": {str(b): dict(zip(data.metric_names, o.tolist())) for b, o in pf.offsets.items()},
                   "offset_bic_gain": pf.bic_gain, "offset_passes": pf.passes,
                   "retired": [d for d in data.domains if d not in pool["current"]]}
-        Y = FitResult(None, model, data, data.metrics, {}, dirs, None, pooled=pooled).comparable_metrics()
+        Y = data.metrics - block_shift(blocks, pf.offsets, data.metrics.shape)
         if step is not None:
             for m in data.metric_names:
                 step(m)

@@ -272,7 +272,7 @@ def _fit_offsets(P: Pooled, regressor: str, metrics: Sequence[str], seed: int, s
     def step(o: np.ndarray) -> tuple[MixtureModel, np.ndarray]:
         """The law fitted with offsets ``o`` (blocks x metrics) and each block's mean residual under it."""
         model = MixtureModel.fit(regressor, P.columns, list(metrics), P.weights,
-                                 Y - _block_shift(blocks, dict(zip(others, o)), Y.shape), seed=seed,
+                                 Y - block_shift(blocks, dict(zip(others, o)), Y.shape), seed=seed,
                                  options=dict(options or {}), sample_weight=sample_weight)
         resid = Y - model.predict(P.weights)
         return model, np.array([(sw[blocks == b] * resid[blocks == b]).sum(axis=0) / sw[blocks == b].sum(axis=0)
@@ -298,7 +298,7 @@ def _fit_offsets(P: Pooled, regressor: str, metrics: Sequence[str], seed: int, s
     return PooledFit(model, {b: o1[i] for i, b in enumerate(others)}, ref, passes), first
 
 
-def _block_shift(blocks: np.ndarray, offsets: Mapping[int, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+def block_shift(blocks: np.ndarray, offsets: Mapping[int, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
     """Each run's offset (its block's; 0 for the reference block), as an array of ``shape``."""
     shift = np.zeros(shape)
     for b, o in offsets.items():
@@ -316,7 +316,7 @@ def _weights(sample_weight: np.ndarray | None, shape: tuple[int, ...]) -> np.nda
 def _bic(P: Pooled, f: PooledFit, sample_weight: np.ndarray | None) -> float:
     """``sum_j n log(RSS_j / n) + (offsets) log n`` of a pooled fit (the law's parameters omitted)."""
     Y = np.asarray(P.metrics, dtype=np.float64)
-    resid = Y - _block_shift(P.block_ids, f.offsets, Y.shape) - f.model.predict(P.weights)
+    resid = Y - block_shift(P.block_ids, f.offsets, Y.shape) - f.model.predict(P.weights)
     rss = (_weights(sample_weight, Y.shape) * resid ** 2).sum(axis=0)
     n = len(Y)
     q = sum(len(o) for o in f.offsets.values())
