@@ -186,3 +186,17 @@ def test_fit_table_never_cuts_two_metric_names_into_the_same_string(app, swarm, 
     else:  # folded: the rows' first cells joined back give the two names
         cells = "".join(line.split(" ")[0] for line in table.splitlines()[3:])
         assert names[0] + names[1] in cells
+
+
+def test_set_overrides_apply_without_a_config_file(app, swarm, tmp_path):
+    """`--set` works with --ratios/--metrics (fit) and --fit (propose) as with a config, and a typo is an error."""
+    r = CliRunner()
+    args = ["fit", "--ratios", str(swarm / "ratios.csv"), "--metrics", str(swarm / "metrics.csv"), "--folds", "3"]
+    _ok(r.invoke(app, [*args, "--set", "fit_metrics=[web_bpb]", "--out", str(tmp_path / "fit")]))
+    assert list(json.loads((tmp_path / "fit" / "cv.json").read_text())["per_metric"]) == ["web_bpb"]
+    bad = r.invoke(app, [*args, "--set", "bogus=1", "--out", str(tmp_path / "fit_bad")])
+    assert bad.exit_code != 0 and "bogus" in str(bad.exception) and not (tmp_path / "fit_bad").exists()
+    _ok(r.invoke(app, ["propose", "--fit", str(tmp_path / "fit"), "--set", "within=hull", "--out", str(tmp_path / "p")]))
+    assert json.loads((tmp_path / "p" / "proposal.json").read_text())["within"] == "hull"
+    bad = r.invoke(app, ["propose", "--fit", str(tmp_path / "fit"), "--set", "bogus=1", "--out", str(tmp_path / "p2")])
+    assert bad.exit_code != 0 and "bogus" in str(bad.exception)

@@ -281,3 +281,28 @@ def test_fit_pool_removes_a_revision_shift_from_the_earlier_runs(tmp_path):
     prop = propose(tmp_path / "fit2", ProposeConfig(fit=str(tmp_path / "fit2")))
     assert prop["weights"]["c"] > 0.99  # the revised c (coefficient 0.5) now gives the lowest loss
     assert prop["metrics"]["loss"]["swarm_mean"] == pytest.approx(res.comparable_metrics()[:, 0].mean())
+
+
+def test_pool_and_changed_mistakes_are_errors_that_say_what_to_do(tmp_path):
+    rng = np.random.default_rng(3)
+    s1 = _swarm_files(tmp_path / "s1", ["a", "b", "d"], rng.dirichlet(np.ones(3), size=10), [-3, 0, 1])
+    s2 = _swarm_files(tmp_path / "s2", ["a", "b", "e"], rng.dirichlet(np.ones(3), size=8), [-3, 0, -1], prefix="n")
+    fit(s1 / "ratios.csv", s1 / "metrics.csv", "loglinear", tmp_path / "fit1", folds=3)
+    r2, m2 = s2 / "ratios.csv", s2 / "metrics.csv"
+    with pytest.raises(ConfigError, match=r"changed: \['b'\] only applies with pool"):
+        fit(r2, m2, "loglinear", None, folds=3, changed=["b"])
+    with pytest.raises(ConfigError, match=r"\['d'\] were removed, which retires them without --changed"):
+        fit(r2, m2, "loglinear", None, folds=3, pool=tmp_path / "fit1", changed=["d"])
+    with pytest.raises(ConfigError, match=r"changed: \['e'\] are new .* an added domain needs no --changed"):
+        fit(r2, m2, "loglinear", None, folds=3, pool=tmp_path / "fit1", changed=["e"])
+    with pytest.raises(DataError, match="fit directory not found"):
+        fit(r2, m2, "loglinear", None, folds=3, pool=tmp_path / "nope")
+    fit(r2, m2, "loglinear", tmp_path / "fit2", folds=3, pool=tmp_path / "fit1")
+    from mixlab.mixopt.propose import ConstraintsConfig
+
+    with pytest.raises(ConfigError, match=r"\{'d': 0.3\} give weight to retired column"):
+        propose(tmp_path / "fit2", ProposeConfig(fit=str(tmp_path / "fit2"),
+                                                  constraints=ConstraintsConfig(max_weight={"d": 0.3})))
+    # a floor for every domain applies to the current ones (the retired column stays at 0)
+    prop = propose(tmp_path / "fit2", ProposeConfig(fit=str(tmp_path / "fit2"), constraints=ConstraintsConfig(min_weight=0.05)))
+    assert min(prop["weights"].values()) >= 0.05 - 1e-9 and prop["bounds"]["d"][:2] == [0.0, 0.0]

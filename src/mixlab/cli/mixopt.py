@@ -55,7 +55,7 @@ def fit_cmd(
 
     Example: `mixlab fit --ratios swarm/ratios.csv --metrics swarm/metrics.csv --regressor gp --out runs/fit`
     """
-    from mixlab.config import validate
+    from mixlab.config import apply_overrides, validate
     from mixlab.mixopt.fit import FitConfig, fit_config, load_fit_config
 
     t0 = time.perf_counter()
@@ -64,7 +64,8 @@ def fit_cmd(
     elif ratios is None or metrics is None:
         raise ConfigError("give a fit config, or both --ratios and --metrics")
     else:
-        cfg = validate(FitConfig, {"ratios": str(ratios), "metrics": str(metrics)}, "command line")
+        cfg = validate(FitConfig, apply_overrides({"ratios": str(ratios), "metrics": str(metrics)}, set_ or []),
+                       "command line --set")
     updates: dict[str, Any] = {k: v for k, v in {"ratios": ratios, "metrics": metrics, "regressor": regressor,
                                                  "folds": folds, "seed": seed, "priors": priors,
                                                  "sum_tolerance": sum_tolerance, "level": level, "reuse": reuse,
@@ -105,7 +106,8 @@ def fit_cmd(
         offs = ", ".join(f"block {b}: " + " ".join(f"{m} {v:+.3g}" for m, v in o.items()) for b, o in pl["offsets"].items())
         console.print(f"pooled: {pl['runs_earlier']} earlier run(s) + {pl['runs_new']} new over {len(res.model.domains)} "
                       f"column(s); retired (held at 0): {', '.join(pl['retired']) or 'none'}; revision offsets: "
-                      f"{offs or 'none (no revision, or they did not lower the BIC)'}", highlight=False, soft_wrap=True)
+                      f"{offs or ('none kept (they did not lower the BIC)' if pl['changed'] else 'none (no revision)')}",
+                      highlight=False, soft_wrap=True)
     console.print(f"wrote [bold]{out}[/] in {time.perf_counter() - t0:.1f}s")
 
 
@@ -151,7 +153,7 @@ def propose_cmd(
 
     Example: `mixlab propose --fit runs/fit --out runs/proposal --max-weight code=0.3 --target-tokens 1e10 --available code=1e9`
     """
-    from mixlab.config import validate
+    from mixlab.config import apply_overrides, validate
     from mixlab.mixopt.fit import FinetuneConfig, ProposeConfig, load_propose_config, propose, propose_finetune
 
     if config is not None:
@@ -159,7 +161,7 @@ def propose_cmd(
     elif fit_dir is None:
         raise ConfigError("give a propose config or --fit DIR")
     else:
-        cfg = validate(ProposeConfig, {"fit": str(fit_dir)}, "command line")
+        cfg = validate(ProposeConfig, apply_overrides({"fit": str(fit_dir)}, set_ or []), "command line --set")
     if isinstance(cfg, FinetuneConfig):
         with progress() as p:
             task = p.add_task("finetune proposal", total=1)

@@ -323,6 +323,11 @@ def fit_config(cfg: FitConfig, out: str | Path | None = None, step: Step | None 
         raise DataError(f"{e} (priors from {source}; set `priors:` to use others)") from None
     data = _select_metrics(data, cfg.fit_metrics, cfg.metrics)
     hier, reuse, pool = None, None, None
+    from mixlab.mixopt.reuse import REUSE_FILE
+
+    if cfg.changed and cfg.pool is None and cfg.reuse is None and not (Path(cfg.ratios).parent / REUSE_FILE).is_file():
+        raise ConfigError(f"changed: {cfg.changed} only applies with pool: (an earlier fit) or reuse: (a previous "
+                          "proposal); give one, or drop changed")
     if cfg.pool is not None:
         data, pool = _pool(cfg, data)
     else:
@@ -363,10 +368,16 @@ def _pool(cfg: FitConfig, data: io.SwarmData) -> tuple[io.SwarmData, dict[str, A
     beside = Path(cfg.ratios).parent / R.REUSE_FILE
     if not changed and beside.is_file():
         changed = list(json.loads(beside.read_text(encoding="utf-8")).get("changed", []))
+    cols, W_old = prev.leaf_table()
     unknown = [c for c in changed if c not in data.domains]
     if unknown:
-        raise ConfigError(f"changed: {unknown} are not domains of this swarm ({data.domains})")
-    cols, W_old = prev.leaf_table()
+        gone = [c for c in unknown if c in cols]
+        raise ConfigError(f"changed: {unknown} are not domains of this swarm ({data.domains})"
+                          + (f"; {gone} were removed, which retires them without --changed" if gone else ""))
+    new = [c for c in changed if c not in cols]
+    if new:
+        raise ConfigError(f"changed: {new} are new (the earlier fit {cfg.pool} has {cols}); an added domain needs "
+                          "no --changed, only a domain whose data was revised does")
     Y_old = prev.data.metrics[:, [prev.data.metric_names.index(m) for m in data.metric_names]]
     blocks_old = (np.array([prev.pooled["blocks"][r] for r in prev.data.runs]) if prev.pooled else None)
     P = R.pool_runs(cols, W_old, Y_old, data.domains, data.weights, data.metrics, changed, blocks_old)
@@ -417,6 +428,8 @@ def _hierarchy(cfg: FitConfig, data: io.SwarmData,
 def load_fit(path: str | Path) -> FitResult:
     """Load a fit directory written by :func:`fit`."""
     path = Path(path)
+    if not path.exists():
+        raise DataError("fit directory not found; give a directory written by `mixlab fit --out`", path)
     for name in ("fit.json", "model.json", "cv.json", "ratios.csv", "metrics.csv", "oof.csv"):
         if not (path / name).is_file():
             raise DataError(f"not a fit directory (missing {name}); create one with `mixlab fit`", path)
@@ -481,9 +494,18 @@ def propose(fit_or_dir: FitResult | str | Path, cfg: ProposeConfig, out: str | P
         if not len(runs):
             raise DataError("a pooled fit without a run over the current domains; add this update's swarm", res.path)
         cap = cfg.constraints.max_weight
+        asked = {k: v for part in (cap if isinstance(cap, dict) else {}, cfg.constraints.fixed,
+                                   cfg.constraints.min_weight if isinstance(cfg.constraints.min_weight, dict) else {})
+                 for k, v in part.items() if k in res.retired() and v > 0}
+        if asked:
+            raise ConfigError(f"constraints: {asked} give weight to retired column(s) of this pooled fit (held at 0: "
+                              f"removed domains and revised domains' old data); the current domains are "
+                              f"{res.pooled['current']}")
         cap = dict(cap) if isinstance(cap, dict) else {dm: float(cap) for dm in res.pooled["current"]}
+        low = cfg.constraints.min_weight  # a floor for every domain means every current one
+        low = dict(low) if isinstance(low, dict) else {dm: float(low) for dm in res.pooled["current"]}
         cfg = cfg.model_copy(update={"constraints": cfg.constraints.model_copy(
-            update={"max_weight": {**cap, **{c: 0.0 for c in res.retired()}}})})
+            update={"max_weight": {**cap, **{c: 0.0 for c in res.retired()}}, "min_weight": low})})
     proposal = propose_from_model(res.model, X, Y, oof, runs, res.prior_vector(), cfg,
                                   directions, prior_source=res.prior_label(), reference=reference)
     if res.pooled:  # the mixture to train: the current domains (retired ones are at 0)
