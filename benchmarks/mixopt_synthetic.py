@@ -223,7 +223,7 @@ def run_hetero(seed: int, runs: int = 64, anchors: int = 4, k: int = 3, noise: f
     nm = NoiseModel.estimate(X_rep, Y_rep, tasks, repeat_groups(X_rep))
 
     probe_true = truth.loss(probe, False)
-    mu, sd = probe_true.mean(axis=0), probe_true.std(axis=0)
+    sd = probe_true.std(axis=0)
 
     def propose_x(X, Y, w):
         obj = Objective.build(tasks, Y, {m: 1.0 for m in tasks}, {m: "min" for m in tasks})

@@ -94,7 +94,7 @@ class FitResult:
 
     def retired(self) -> list[str]:
         """Columns of a pooled fit no mixture may use now (removed domains, old data of revised ones)."""
-        return [] if not self.pooled else [d for d in self.model.domains if d not in self.pooled["current"]]
+        return list(self.pooled["retired"]) if self.pooled else []
 
     def current_rows(self) -> np.ndarray:
         """Runs whose mixture can be trained now (no weight on a retired column): all but a pooled fit's older ones."""
@@ -322,9 +322,9 @@ def fit_config(cfg: FitConfig, out: str | Path | None = None, step: Step | None 
             raise
         raise DataError(f"{e} (priors from {source}; set `priors:` to use others)") from None
     data = _select_metrics(data, cfg.fit_metrics, cfg.metrics)
-    hier, reuse, pool = None, None, None
     from mixlab.mixopt.reuse import REUSE_FILE
 
+    hier, reuse, pool = None, None, None
     if cfg.changed and cfg.pool is None and cfg.reuse is None and not (Path(cfg.ratios).parent / REUSE_FILE).is_file():
         raise ConfigError(f"changed: {cfg.changed} only applies with pool: (an earlier fit) or reuse: (a previous "
                           "proposal); give one, or drop changed")
@@ -487,32 +487,14 @@ def propose(fit_or_dir: FitResult | str | Path, cfg: ProposeConfig, out: str | P
     directions = {**res.directions, **explicit}
     d = res.data
     X, Y, oof, runs, reference = d.weights, d.metrics, res.oof, d.runs, None
-    if res.pooled:  # every run scales the objective; only runs trainable now are "observed"; retired columns at 0
-        reference = res.comparable_metrics()
-        now = res.current_rows()
-        X, Y, oof, runs = X[now], reference[now], oof[now], [r for r, k in zip(runs, now) if k]
-        if not len(runs):
-            raise DataError("a pooled fit without a run over the current domains; add this update's swarm", res.path)
-        cap = cfg.constraints.max_weight
-        asked = {k: v for part in (cap if isinstance(cap, dict) else {}, cfg.constraints.fixed,
-                                   cfg.constraints.min_weight if isinstance(cfg.constraints.min_weight, dict) else {})
-                 for k, v in part.items() if k in res.retired() and v > 0}
-        if asked:
-            raise ConfigError(f"constraints: {asked} give weight to retired column(s) of this pooled fit (held at 0: "
-                              f"removed domains and revised domains' old data); the current domains are "
-                              f"{res.pooled['current']}")
-        cap = dict(cap) if isinstance(cap, dict) else {dm: float(cap) for dm in res.pooled["current"]}
-        low = cfg.constraints.min_weight  # a floor for every domain means every current one
-        low = dict(low) if isinstance(low, dict) else {dm: float(low) for dm in res.pooled["current"]}
-        cfg = cfg.model_copy(update={"constraints": cfg.constraints.model_copy(
-            update={"max_weight": {**cap, **{c: 0.0 for c in res.retired()}}, "min_weight": low})})
+    if res.pooled:
+        X, Y, oof, runs, reference, cfg = _pooled_inputs(res, cfg)
     proposal = propose_from_model(res.model, X, Y, oof, runs, res.prior_vector(), cfg,
                                   directions, prior_source=res.prior_label(), reference=reference)
     if res.pooled:  # the mixture to train: the current domains (retired ones are at 0)
-        for key in ("weights",):
-            proposal[key] = {dm: proposal[key][dm] for dm in res.pooled["current"]}
-        proposal["best_observed"]["weights"] = {dm: proposal["best_observed"]["weights"][dm]
-                                                for dm in res.pooled["current"]}
+        current = res.pooled["current"]
+        proposal["weights"] = {dm: proposal["weights"][dm] for dm in current}
+        proposal["best_observed"]["weights"] = {dm: proposal["best_observed"]["weights"][dm] for dm in current}
         proposal["pooled"] = {k: res.pooled[k] for k in ("source", "current", "retired", "changed", "offsets",
                                                          "runs_earlier", "runs_new")}
     if res.hierarchy is not None:  # fitted on groups (or a reused virtual domain): the mixture to train is over leaves
@@ -529,6 +511,30 @@ def propose(fit_or_dir: FitResult | str | Path, cfg: ProposeConfig, out: str | P
         atomic.write_json(out / "proposal.json", proposal)
         write_proposal_report(proposal, out)  # proposal.png and report.html
     return proposal
+
+
+def _pooled_inputs(res: FitResult, cfg: ProposeConfig):
+    """What a pooled fit proposes from: every run's offset-corrected values scale the objective
+    (``reference``), only runs trainable now count as observed (X, Y, oof, runs), and the constraints
+    hold the retired columns at 0 (a bound asking weight for one is an error; a floor for every domain
+    applies to the current ones)."""
+    reference = res.comparable_metrics()
+    now = res.current_rows()
+    runs = [r for r, k in zip(res.data.runs, now) if k]
+    if not runs:
+        raise DataError("a pooled fit without a run over the current domains; add this update's swarm", res.path)
+    c, current, retired = cfg.constraints, res.pooled["current"], res.retired()
+    asked = {k: v for part in (c.max_weight if isinstance(c.max_weight, dict) else {}, c.fixed,
+                               c.min_weight if isinstance(c.min_weight, dict) else {})
+             for k, v in part.items() if k in retired and v > 0}
+    if asked:
+        raise ConfigError(f"constraints: {asked} give weight to retired column(s) of this pooled fit (held at 0: "
+                          f"removed domains and revised domains' old data); the current domains are {current}")
+    per_domain = lambda v: dict(v) if isinstance(v, dict) else {dm: float(v) for dm in current}  # noqa: E731
+    cfg = cfg.model_copy(update={"constraints": c.model_copy(update={
+        "max_weight": {**per_domain(c.max_weight), **{col: 0.0 for col in retired}},
+        "min_weight": per_domain(c.min_weight)})})
+    return res.data.weights[now], reference[now], res.oof[now], runs, reference, cfg
 
 
 def propose_finetune(cfg: FinetuneConfig, out: str | Path | None = None) -> dict[str, Any]:
